@@ -1,0 +1,58 @@
+# harness — two commands: `make up`, then `make test`.
+# Every target installs what it needs first (Debian packages, the virtualenv), and does
+# nothing when that is already done.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMPS := .stamps
+APT_PACKAGES := etcd-server etcd-client iproute2 procps
+CLUSTER ?= dev
+
+.PHONY: up down deps lint test unit integration bench clean
+
+up: deps
+	$(BIN)/harness dev up --name $(CLUSTER)
+
+down: deps
+	$(BIN)/harness dev down --name $(CLUSTER)
+
+deps: $(STAMPS)/apt $(STAMPS)/venv
+
+$(STAMPS)/apt: Makefile
+	@mkdir -p $(STAMPS)
+	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "Installing Debian packages: $$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	@touch $@
+
+$(STAMPS)/venv: pyproject.toml requirements.lock
+	@mkdir -p $(STAMPS)
+	@$(PYTHON) -m venv --help >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@echo "Installing the harness virtualenv in $(VENV)"
+	@$(BIN)/pip install -q --disable-pip-version-check -c requirements.lock -e '.[dev]'
+	@touch $@
+
+lint: deps
+	$(BIN)/ruff check harness tests bench
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+unit: deps
+	$(BIN)/pytest -q tests/unit
+
+integration: deps
+	$(BIN)/pytest -q tests/integration
+
+test: deps lint
+	$(BIN)/pytest -q tests/unit tests/integration --junitxml=reports/junit.xml
+
+bench: deps
+	$(BIN)/python bench/apiserver.py
+
+clean:
+	rm -rf $(STAMPS) build *.egg-info reports
