@@ -31,8 +31,8 @@ class Kind:
     subresources: tuple[str, ...] = ()
     #: Class name of this kind in the official `kubernetes` client's models (for OpenAPI).
     model: str = ""
-    #: Whether the kind has a spec whose changes bump metadata.generation.
-    has_spec: bool = True
+    #: Whether spec changes bump metadata.generation (workloads and pods, as upstream).
+    tracks_generation: bool = False
 
     @property
     def singular(self) -> str:
@@ -96,35 +96,34 @@ KINDS: tuple[Kind, ...] = (
     _k("", "v1", "Namespace", "namespaces", False, short_names=("ns",),
        subresources=("status", "finalize")),
     _k("", "v1", "Pod", "pods", short_names=("po",), categories=("all",),
-       subresources=("status", "binding", "log", "eviction", "exec", "attach", "portforward")),
+       tracks_generation=True, subresources=("status", "binding", "log", "eviction", "exec", "attach", "portforward")),
     _k("", "v1", "Node", "nodes", False, short_names=("no",), subresources=("status", "proxy")),
     _k("", "v1", "Service", "services", short_names=("svc",), categories=("all",),
        subresources=("status", "proxy")),
-    _k("", "v1", "Endpoints", "endpoints", short_names=("ep",), has_spec=False),
-    _k("", "v1", "ConfigMap", "configmaps", short_names=("cm",), has_spec=False),
-    _k("", "v1", "Secret", "secrets", has_spec=False),
-    _k("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",), has_spec=False,
+    _k("", "v1", "Endpoints", "endpoints", short_names=("ep",)),
+    _k("", "v1", "ConfigMap", "configmaps", short_names=("cm",)),
+    _k("", "v1", "Secret", "secrets"),
+    _k("", "v1", "ServiceAccount", "serviceaccounts", short_names=("sa",),
        subresources=("token",)),
-    _k("", "v1", "Event", "events", short_names=("ev",), has_spec=False, model="CoreV1Event"),
+    _k("", "v1", "Event", "events", short_names=("ev",), model="CoreV1Event"),
     _k("", "v1", "ResourceQuota", "resourcequotas", short_names=("quota",), subresources=("status",)),
     _k("", "v1", "ReplicationController", "replicationcontrollers", short_names=("rc",),
-       categories=("all",), subresources=("status", "scale")),
+       categories=("all",), tracks_generation=True, subresources=("status", "scale")),
     # apps/v1
     _k("apps", "v1", "Deployment", "deployments", short_names=("deploy",), categories=("all",),
-       subresources=("status", "scale")),
+       tracks_generation=True, subresources=("status", "scale")),
     _k("apps", "v1", "ReplicaSet", "replicasets", short_names=("rs",), categories=("all",),
-       subresources=("status", "scale")),
+       tracks_generation=True, subresources=("status", "scale")),
     _k("apps", "v1", "DaemonSet", "daemonsets", short_names=("ds",), categories=("all",),
-       subresources=("status",)),
-    _k("apps", "v1", "ControllerRevision", "controllerrevisions", has_spec=False),
+       tracks_generation=True, subresources=("status",)),
+    _k("apps", "v1", "ControllerRevision", "controllerrevisions"),
     # coordination.k8s.io/v1
     _k("coordination.k8s.io", "v1", "Lease", "leases"),
     # rbac.authorization.k8s.io/v1
-    _k("rbac.authorization.k8s.io", "v1", "Role", "roles", has_spec=False),
-    _k("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False, has_spec=False),
-    _k("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings", has_spec=False),
-    _k("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False,
-       has_spec=False),
+    _k("rbac.authorization.k8s.io", "v1", "Role", "roles"),
+    _k("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
+    _k("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
+    _k("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
 )
 
 _BY_PATH: dict[tuple[str, str, str], Kind] = {(k.group, k.version, k.plural): k for k in KINDS}

@@ -99,9 +99,14 @@ def _unwrap(annotation: Any) -> Any:
             return annotation
 
 
-@functools.cache
+_FIELDS: dict[str, dict[str, Field]] = {}
+
+
 def fields_of(model: type[Any]) -> dict[str, Field]:
-    """The fields of a model class keyed by JSON name."""
+    """The fields of a model class keyed by JSON name (computed once per model)."""
+    cached = _FIELDS.get(model.__name__)
+    if cached is not None:
+        return cached
     out: dict[str, Field] = {}
     for attr, info in model.model_fields.items():
         json_name = info.serialization_alias or info.alias or attr
@@ -116,6 +121,7 @@ def fields_of(model: type[Any]) -> dict[str, Field]:
         is_model = isinstance(elem, type) and hasattr(elem, "model_fields")
         out[json_name] = Field(json_name, container, elem if is_model else None,
                                bool(info.is_required()), info.description or "")
+    _FIELDS[model.__name__] = out
     return out
 
 

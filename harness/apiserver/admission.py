@@ -1,0 +1,162 @@
+"""The request chain every API call passes: authentication, authorization, admission.
+
+Today authentication and authorization allow everyone (TLS, certificates, tokens and RBAC
+come with the security work), but every request already goes through `Chain`, so they
+slot in without touching the handlers. Admission plugins are found through one table,
+`PLUGINS`, and run in the order the apiserver is configured with.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from harness.api import errors
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    name: str
+    groups: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RequestInfo:
+    """What a request asks for, parsed from its path, method and query."""
+
+    verb: str  # get list watch create update patch delete deletecollection
+    group: str = ""
+    version: str = ""
+    resource: str = ""
+    subresource: str = ""
+    namespace: str = ""
+    name: str = ""
+
+
+@dataclass
+class Attributes:
+    """What an admission plugin sees of a write."""
+
+    operation: str  # CREATE UPDATE DELETE CONNECT
+    kind: str
+    resource: str
+    subresource: str
+    namespace: str
+    name: str
+    obj: dict[str, Any] | None
+    old: dict[str, Any] | None
+    user: UserInfo
+    dry_run: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Authenticator(Protocol):
+    def authenticate(self, headers: Any, peer_cert: Any) -> UserInfo | None: ...
+
+
+class Authorizer(Protocol):
+    def authorize(self, user: UserInfo, info: RequestInfo) -> bool: ...
+
+
+class AllowAllAuthenticator:
+    """Every request is the cluster admin (until client certificates and tokens land)."""
+
+    def authenticate(self, headers: Any, peer_cert: Any) -> UserInfo | None:
+        return UserInfo("system:admin", ("system:masters", "system:authenticated"))
+
+
+class AllowAllAuthorizer:
+    def authorize(self, user: UserInfo, info: RequestInfo) -> bool:
+        return True
+
+
+NamespaceLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
+
+
+class Plugin(Protocol):
+    name: str
+
+    async def admit(self, attrs: Attributes) -> None:
+        """Mutate `attrs.obj` or raise an ApiError to refuse the request."""
+        ...
+
+
+class NamespaceLifecycle:
+    """No new content in a namespace that does not exist or is being deleted."""
+
+    name = "NamespaceLifecycle"
+    IMMORTAL = frozenset({"default", "kube-system", "kube-public", "kube-node-lease"})
+
+    def __init__(self, lookup: NamespaceLookup) -> None:
+        self.lookup = lookup
+
+    async def admit(self, attrs: Attributes) -> None:
+        if attrs.kind == "Namespace":
+            if attrs.operation == "DELETE" and attrs.name in self.IMMORTAL:
+                raise errors.Forbidden(f'namespaces "{attrs.name}" is forbidden: this namespace may not be '
+                                       "deleted", kind="namespaces", name=attrs.name)
+            return
+        if not attrs.namespace or attrs.operation != "CREATE":
+            return
+        ns = await self.lookup(attrs.namespace)
+        if ns is None:
+            raise errors.NotFound(f'namespaces "{attrs.namespace}" not found', kind="namespaces",
+                                  name=attrs.namespace)
+        terminating = ns.get("status", {}).get("phase") == "Terminating" or ns.get("metadata", {}).get(
+            "deletionTimestamp")
+        # Events may still be written while a namespace empties (as upstream allows).
+        if terminating and attrs.kind != "Event":
+            raise errors.Forbidden(
+                f'{attrs.resource} "{attrs.name}" is forbidden: unable to create new content in namespace '
+                f"{attrs.namespace} because it is being terminated", kind=attrs.resource, name=attrs.name)
+
+
+PluginFactory = Callable[["PluginContext"], Plugin]
+
+
+@dataclass(frozen=True)
+class PluginContext:
+    namespace_lookup: NamespaceLookup
+
+
+PLUGINS: dict[str, PluginFactory] = {
+    "NamespaceLifecycle": lambda ctx: NamespaceLifecycle(ctx.namespace_lookup),
+}
+
+DEFAULT_PLUGINS = ("NamespaceLifecycle",)
+
+
+class Chain:
+    """Authentication, authorization and admission for one apiserver."""
+
+    def __init__(self, *, authenticator: Authenticator, authorizer: Authorizer, plugins: list[Plugin]) -> None:
+        self.authenticator = authenticator
+        self.authorizer = authorizer
+        self.plugins = plugins
+
+    @classmethod
+    def build(cls, names: tuple[str, ...], ctx: PluginContext) -> Chain:
+        unknown = [n for n in names if n not in PLUGINS]
+        if unknown:
+            raise ValueError(f"unknown admission plugin(s) {unknown}; known: {sorted(PLUGINS)}")
+        return cls(authenticator=AllowAllAuthenticator(), authorizer=AllowAllAuthorizer(),
+                   plugins=[PLUGINS[n](ctx) for n in names])
+
+    def authenticate(self, headers: Any, peer_cert: Any = None) -> UserInfo:
+        user = self.authenticator.authenticate(headers, peer_cert)
+        if user is None:
+            raise errors.Unauthorized("Unauthorized")
+        return user
+
+    def authorize(self, user: UserInfo, info: RequestInfo) -> None:
+        if not self.authorizer.authorize(user, info):
+            what = f"{info.resource}/{info.subresource}" if info.subresource else info.resource
+            scope = f' in the namespace "{info.namespace}"' if info.namespace else " at the cluster scope"
+            raise errors.Forbidden(f'{what} is forbidden: User "{user.name}" cannot {info.verb} resource '
+                                   f'"{what}" in API group "{info.group}"{scope}', kind=info.resource,
+                                   name=info.name)
+
+    async def admit(self, attrs: Attributes) -> None:
+        for plugin in self.plugins:
+            await plugin.admit(attrs)

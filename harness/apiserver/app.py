@@ -1,0 +1,255 @@
+"""The apiserver as an aiohttp application: routes, middleware, and background loops.
+
+Routes are few because resource paths are parsed against the resource table
+(harness.apiserver.handlers); discovery and OpenAPI are derived from the same table. State
+lives in `app[STATE]`; the etcd connection, one watch cache per kind, watch bookmarks and
+etcd compaction are run from `cleanup_ctx`, so SIGTERM shuts everything down cleanly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from harness.api import errors, registry
+from harness.apiserver import codec, discovery, handlers, openapi
+from harness.apiserver.admission import Chain, PluginContext, UserInfo
+from harness.apiserver.metrics import Metrics
+from harness.apiserver.state import STATE, ApiServer, Config
+from harness.apiserver.store import Store
+from harness.apiserver.watchcache import WatchCache
+from harness.storage.backend import Backend, StorageError, Unavailable
+
+log = logging.getLogger(__name__)
+
+SYSTEM_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+_SYSTEM_USER = UserInfo("system:apiserver", ("system:masters",))
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+# -- middleware ----------------------------------------------------------------------------
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every error becomes a Status; every resource request is counted and timed."""
+    server = request.app[STATE]
+    start = time.perf_counter()
+    code = 500
+    try:
+        response = await handler(request)
+        code = response.status
+        return response
+    except errors.ApiError as err:
+        code = err.code
+        return codec.error_response(err)
+    except StorageError as exc:
+        code = 503 if isinstance(exc, Unavailable) else 500
+        cls = errors.ServiceUnavailable if code == 503 else errors.InternalError
+        return codec.error_response(cls(f"storage error: {exc}"))
+    except web.HTTPException as exc:
+        code = exc.status
+        if exc.status == 413:
+            return codec.error_response(errors.RequestEntityTooLarge("the request body is too large"))
+        if exc.status == 404:
+            return codec.error_response(errors.NotFound("the server could not find the requested resource"))
+        if exc.status == 405:
+            return codec.error_response(errors.MethodNotAllowed(f"method {request.method} is not allowed"))
+        raise
+    except (asyncio.CancelledError, ConnectionResetError):
+        code = 499
+        raise
+    except Exception as exc:
+        log.exception("internal error serving %s %s", request.method, request.path)
+        return codec.error_response(errors.InternalError(f"an error on the server has prevented the request "
+                                                         f"from succeeding: {type(exc).__name__}: {exc}"))
+    finally:
+        info = handlers.request_info(request)
+        if info is not None:
+            scope = "resource" if info.name else ("namespace" if info.namespace else "cluster")
+            verb = info.verb.upper() if info.verb != "deletecollection" else "DELETE"
+            verb = {"GET": "GET", "CREATE": "POST", "UPDATE": "PUT"}.get(verb, verb)
+            labels = (verb, info.group, info.version, info.resource, info.subresource, scope, "apiserver")
+            server.metrics.requests.labels(*labels, str(code)).inc()
+            server.metrics.duration.labels(*labels).observe(time.perf_counter() - start)
+
+
+# -- plain endpoints -----------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    server = request.app[STATE]
+    if request.path.startswith("/readyz"):
+        not_ready = [k.plural for k, c in server.caches.items() if not c.ready.is_set()]
+        if not_ready:
+            return web.Response(status=500, text=f"[-]informer-sync failed: {', '.join(not_ready)}\nreadyz check "
+                                                 "failed\n")
+        try:
+            await asyncio.wait_for(server.backend.current_revision(), 2.0)
+        except (StorageError, TimeoutError):
+            return web.Response(status=500, text="[-]etcd failed: reason withheld\nreadyz check failed\n")
+    return web.Response(text="ok")
+
+
+async def metrics_endpoint(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.exposition()
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def version(request: web.Request) -> web.Response:
+    return codec.respond(discovery.version_info())
+
+
+def _aggregated(request: web.Request, *, legacy: bool) -> web.Response | None:
+    """The aggregated discovery document, when the client asks for it first (kubectl does)."""
+    if not discovery.wants_aggregated(request.headers.get("Accept", "")):
+        return None
+    return web.Response(body=codec.dumps(discovery.aggregated_discovery(legacy=legacy)),
+                        headers={"Content-Type": discovery.AGGREGATED_MEDIA_TYPE, "Vary": "Accept"})
+
+
+async def api_root(request: web.Request) -> web.Response:
+    return _aggregated(request, legacy=True) or codec.respond(discovery.api_versions(request.host),
+                                                              headers={"Vary": "Accept"})
+
+
+async def apis_root(request: web.Request) -> web.Response:
+    return _aggregated(request, legacy=False) or codec.respond(discovery.api_group_list(),
+                                                               headers={"Vary": "Accept"})
+
+
+async def api_group(request: web.Request) -> web.Response:
+    group = request.match_info["group"]
+    if not any(g == group for g, _ in registry.group_versions()):
+        raise errors.NotFound(f"the server could not find the requested resource (group {group})")
+    return codec.respond(discovery.api_group(group))
+
+
+async def resource_list(request: web.Request) -> web.Response:
+    group, ver = request.match_info.get("group", ""), request.match_info["version"]
+    if (group, ver) not in set(registry.group_versions()):
+        raise errors.NotFound(f"the server could not find the requested resource ({group}/{ver})")
+    return codec.respond(discovery.api_resource_list(group, ver))
+
+
+async def openapi_v2(request: web.Request) -> web.Response:
+    accept = request.headers.get("Accept", "")
+    # kubectl asks for the protobuf form only; it must get 406, not JSON it would misread.
+    if accept and "application/json" not in accept and "*/*" not in accept:
+        raise errors.NotAcceptable("only application/json is served for /openapi/v2")
+    return web.Response(body=openapi.openapi_v2_json(), content_type="application/json")
+
+
+async def openapi_v3_index(request: web.Request) -> web.Response:
+    return codec.respond(openapi.openapi_v3_index())
+
+
+async def openapi_v3_doc(request: web.Request) -> web.Response:
+    group, ver = openapi.parse_v3_path(request.match_info["path"])
+    cache = "public, immutable" if request.query.get("hash") else "no-cache"
+    return web.Response(body=openapi.openapi_v3_json(group, ver), content_type="application/json",
+                        headers={"Cache-Control": cache})
+
+
+# -- background ----------------------------------------------------------------------------
+
+
+async def _namespace_lookup(server: ApiServer, name: str) -> dict[str, Any] | None:
+    kind = registry.by_path("", "v1", "namespaces")
+    cached = server.caches[kind].objects.get(kind.key(None, name))
+    if cached is not None:
+        return cached
+    try:  # the cache may lag a namespace created a moment ago
+        return await server.stores[kind].get("", name)
+    except errors.NotFound:
+        return None
+
+
+async def ensure_system_namespaces(server: ApiServer) -> None:
+    store = server.stores[registry.by_path("", "v1", "namespaces")]
+    for name in SYSTEM_NAMESPACES:
+        with contextlib.suppress(errors.AlreadyExists):
+            await store.create("", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}},
+                               user=_SYSTEM_USER)
+
+
+async def _bookmarks(server: ApiServer) -> None:
+    while True:
+        await asyncio.sleep(server.config.bookmark_interval)
+        for cache in server.caches.values():
+            cache.bookmark()
+
+
+async def _compactor(server: ApiServer) -> None:
+    """Compact etcd to the revision seen one interval ago, as upstream's apiserver does."""
+    previous = compacted = 0
+    while True:
+        await asyncio.sleep(server.config.compaction_interval)
+        try:
+            current = await server.backend.current_revision()
+            if previous > compacted:
+                await server.backend.compact(previous)
+                compacted = previous
+                for cache in server.caches.values():
+                    cache.compacted(previous)
+            previous = current
+        except StorageError as exc:
+            log.warning("compaction failed: %s", exc)
+
+
+def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[[web.Application],
+                                                                                  AsyncIterator[None]]:
+    async def run(app: web.Application) -> AsyncIterator[None]:
+        server = app[STATE]
+        server.backend = await make_backend()
+        ctx = PluginContext(namespace_lookup=lambda name: _namespace_lookup(server, name))
+        server.chain = Chain.build(server.config.admission_plugins, ctx)
+        for kind in registry.KINDS:
+            cache = WatchCache(kind, server.backend)
+            server.caches[kind] = cache
+            server.stores[kind] = Store(kind, server.backend, cache, server.chain)
+        await asyncio.gather(*(c.start() for c in server.caches.values()))
+        await ensure_system_namespaces(server)
+        tasks = [asyncio.create_task(_bookmarks(server), name="bookmarks"),
+                 asyncio.create_task(_compactor(server), name="compactor")]
+        log.info("apiserver ready: %d kinds, etcd %s", len(registry.KINDS), server.config.etcd_servers)
+        yield
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for cache in server.caches.values():
+            await cache.stop()
+        await server.backend.close()
+
+    return run
+
+
+def build_app(config: Config, make_backend: Callable[[], Awaitable[Backend]]) -> web.Application:
+    app = web.Application(middlewares=[observe], client_max_size=codec.MAX_BODY)
+    server = ApiServer(config=config, backend=None, chain=None, metrics=Metrics())  # type: ignore[arg-type]
+    app[STATE] = server
+    app.cleanup_ctx.append(backend_context(make_backend))
+    r = app.router
+    for path in ("/healthz", "/livez", "/readyz", "/healthz/{check}", "/livez/{check}", "/readyz/{check}"):
+        r.add_get(path, health)
+    r.add_get("/metrics", metrics_endpoint)
+    r.add_get("/version", version)
+    r.add_get("/version/", version)
+    r.add_get("/api", api_root)
+    r.add_get("/apis", apis_root)
+    r.add_get("/openapi/v2", openapi_v2)
+    r.add_get("/openapi/v3", openapi_v3_index)
+    r.add_get("/openapi/v3/{path:.+}", openapi_v3_doc)
+    r.add_get("/api/{version}", resource_list)
+    r.add_get("/apis/{group}", api_group)
+    r.add_get("/apis/{group}/{version}", resource_list)
+    r.add_route("*", "/api/{version}/{tail:.+}", handlers.handle_resource)
+    r.add_route("*", "/apis/{group}/{version}/{tail:.+}", handlers.handle_resource)
+    return app

@@ -1,0 +1,48 @@
+"""The apiserver's Prometheus metrics, with upstream's names and labels.
+
+Each apiserver owns its own `CollectorRegistry` (no module globals), so several servers can
+run in one process — as the integration tests do.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
+
+_REQUEST_LABELS = ("verb", "group", "version", "resource", "subresource", "scope", "component")
+# Upstream's buckets: from 5 ms for reads to a minute for slow lists and long writes.
+_DURATION_BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5, 2, 3, 4, 5, 6, 8, 10, 15,
+                     20, 30, 45, 60)
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        self.requests = Counter("apiserver_request_total", "Counter of apiserver requests broken out for each "
+                                "verb, dry run value, group, version, resource, scope, component, and HTTP "
+                                "response code.", (*_REQUEST_LABELS, "code"), registry=self.registry)
+        self.duration = Histogram("apiserver_request_duration_seconds", "Response latency distribution in "
+                                  "seconds for each verb, dry run value, group, version, resource, subresource, "
+                                  "scope and component.", _REQUEST_LABELS, buckets=_DURATION_BUCKETS,
+                                  registry=self.registry)
+        self.inflight = Gauge("apiserver_current_inflight_requests", "Maximal number of currently used inflight "
+                              "request limit of this apiserver per request kind in last second.",
+                              ("request_kind",), registry=self.registry)
+        self.watchers = Gauge("apiserver_registered_watchers", "Number of currently registered watchers for a "
+                              "given resources", ("group", "version", "kind"), registry=self.registry)
+        self.storage_objects = Gauge("apiserver_storage_objects", "Number of stored objects at the time of last "
+                                     "check split by kind.", ("resource",), registry=self.registry)
+        self.watch_events = Counter("apiserver_watch_events_total", "Number of events sent in watch clients",
+                                    ("group", "version", "kind"), registry=self.registry)
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

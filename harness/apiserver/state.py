@@ -1,0 +1,42 @@
+"""The apiserver's state, kept in the aiohttp app under one typed key (no module globals)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+
+from harness.api.registry import Kind
+from harness.apiserver.admission import Chain
+from harness.apiserver.metrics import Metrics
+from harness.apiserver.store import Store
+from harness.apiserver.watchcache import WatchCache
+from harness.storage.backend import Backend
+
+
+@dataclass
+class Config:
+    etcd_servers: list[str]
+    bind_address: str = "127.0.0.1"
+    port: int = 6443
+    advertise_address: str = ""
+    admission_plugins: tuple[str, ...] = ("NamespaceLifecycle",)
+    #: Seconds between watch bookmarks; how long a watch lasts when the client gives no timeout.
+    bookmark_interval: float = 10.0
+    min_request_timeout: int = 1800
+    compaction_interval: float = 300.0
+
+
+@dataclass
+class ApiServer:
+    config: Config
+    backend: Backend
+    chain: Chain
+    metrics: Metrics
+    caches: dict[Kind, WatchCache] = field(default_factory=dict)
+    stores: dict[Kind, Store] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+STATE = web.AppKey("harness_apiserver", ApiServer)

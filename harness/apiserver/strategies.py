@@ -1,0 +1,164 @@
+"""What differs per kind in the object lifecycle, beyond defaulting and validation.
+
+The generic store asks these hooks how to prepare an object for create and update (what a
+client may not set: status on the main resource, spec on the status subresource), which
+kinds delete gracefully, and which return the deleted object. One table, `STRATEGIES`;
+kinds without an entry get `Strategy()`.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from harness.api import meta
+from harness.api.registry import Kind
+
+
+@dataclass(frozen=True)
+class Strategy:
+    #: Whether the status a client sends on create is kept (Node registration sends it).
+    keep_status_on_create: bool = False
+    #: Whether DELETE answers with the deleted object instead of a success Status.
+    return_deleted_object: bool = False
+
+    def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        """The status a new object starts with (None: no status field)."""
+        return None
+
+    def grace_period(self, obj: dict[str, Any], requested: int | None) -> int:
+        """Seconds of graceful deletion for this object (0: no graceful phase)."""
+        return 0
+
+
+def _qos_class(obj: dict[str, Any]) -> str:
+    containers = [*obj.get("spec", {}).get("containers", []), *obj.get("spec", {}).get("initContainers", [])]
+    requests_any = limits_all = False
+    guaranteed = bool(containers)
+    for c in containers:
+        res = c.get("resources") or {}
+        req, lim = res.get("requests") or {}, res.get("limits") or {}
+        if req or lim:
+            requests_any = True
+        for r in ("cpu", "memory"):
+            if r not in lim or (r in req and str(req[r]) != str(lim[r])):
+                guaranteed = False
+        limits_all = limits_all or bool(lim)
+    if guaranteed and limits_all:
+        return "Guaranteed"
+    return "Burstable" if requests_any else "BestEffort"
+
+
+@dataclass(frozen=True)
+class PodStrategy(Strategy):
+    return_deleted_object: bool = True
+
+    def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        return {"phase": "Pending", "qosClass": _qos_class(obj)}
+
+    def grace_period(self, obj: dict[str, Any], requested: int | None) -> int:
+        spec, status = obj.get("spec", {}), obj.get("status", {})
+        # An unscheduled or finished pod has no kubelet to wait for: it goes at once.
+        if not spec.get("nodeName") or status.get("phase") in ("Succeeded", "Failed"):
+            return 0
+        if requested is not None:
+            return max(0, requested)
+        default = spec.get("terminationGracePeriodSeconds")
+        return 30 if default is None else max(0, int(default))
+
+
+@dataclass(frozen=True)
+class NamespaceStrategy(Strategy):
+    return_deleted_object: bool = True
+
+    def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        return {"phase": "Active"}
+
+
+@dataclass(frozen=True)
+class EmptyStatusStrategy(Strategy):
+    def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        return {}
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "Pod": PodStrategy(),
+    "Namespace": NamespaceStrategy(),
+    "Node": Strategy(keep_status_on_create=True),
+    "Service": Strategy(return_deleted_object=True),
+    "Deployment": EmptyStatusStrategy(),
+    "ReplicaSet": EmptyStatusStrategy(),
+    "DaemonSet": EmptyStatusStrategy(),
+    "ReplicationController": EmptyStatusStrategy(),
+    "ResourceQuota": EmptyStatusStrategy(),
+}
+
+
+def strategy_for(kind: Kind) -> Strategy:
+    return STRATEGIES.get(kind.kind, Strategy())
+
+
+def prepare_for_create(kind: Kind, obj: dict[str, Any], *, namespace: str) -> None:
+    """Stamp the server-owned metadata and reset what a client may not set on create."""
+    md = meta.metadata(obj)
+    for f in meta.SYSTEM_FIELDS:
+        md.pop(f, None)
+    if kind.namespaced:
+        md["namespace"] = namespace
+    else:
+        md.pop("namespace", None)
+    if not md.get("name") and md.get("generateName"):
+        md["name"] = meta.generate_name(md["generateName"])
+    md["uid"] = meta.new_uid()
+    md["creationTimestamp"] = meta.now_rfc3339()
+    if kind.tracks_generation:
+        md["generation"] = 1
+    strategy = strategy_for(kind)
+    if kind.has_status and not strategy.keep_status_on_create:
+        status = strategy.initial_status(obj)
+        if status is None:
+            obj.pop("status", None)
+        else:
+            obj["status"] = status
+
+
+def prepare_for_update(kind: Kind, new: dict[str, Any], old: dict[str, Any], *, subresource: str) -> None:
+    """Carry over what this update may not change, and bump generation on a spec change.
+
+    `subresource` is "" for the object itself, "status" (only status may change),
+    "finalize" (only spec.finalizers may change) or "binding" (a server-made change).
+    """
+    md, old_md = meta.metadata(new), old.get("metadata", {})
+    for f in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
+              "generation", "namespace", "name"):
+        if f in old_md:
+            md[f] = old_md[f]
+        else:
+            md.pop(f, None)
+    md.pop("selfLink", None)
+    if subresource == "binding":
+        return
+    if subresource in ("status", "finalize"):
+        keep = {"status": new.get("status")} if subresource == "status" else {
+            "finalizers": (new.get("spec") or {}).get("finalizers") or []}
+        for key in list(new):
+            if key not in ("metadata", "kind", "apiVersion"):
+                del new[key]
+        for key, value in old.items():
+            if key != "metadata":
+                new[key] = copy.deepcopy(value)
+        if subresource == "status":
+            if keep["status"] is None:
+                new.pop("status", None)
+            else:
+                new["status"] = keep["status"]
+        else:
+            new.setdefault("spec", {})["finalizers"] = keep["finalizers"]
+        return
+    if kind.has_status and "status" in old:
+        new["status"] = copy.deepcopy(old["status"])
+    elif kind.has_status:
+        new.pop("status", None)
+    if kind.tracks_generation and new.get("spec") != old.get("spec"):
+        md["generation"] = int(old_md.get("generation") or 0) + 1

@@ -1,0 +1,189 @@
+"""Subresources with semantics of their own: scale, binding, eviction, log.
+
+(`status` and `namespaces/finalize` are the object seen through a narrower window and are
+handled by the generic verbs with `subresource` set.) Each subresource is one entry of
+`SUBRESOURCES`: a function per verb it supports.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from harness.api import errors, meta, patch, selectors
+from harness.apiserver import codec
+from harness.apiserver.admission import UserInfo
+from harness.apiserver.state import ApiServer
+from harness.apiserver.store import DeleteOptions, Store
+
+Handler = Callable[[web.Request, ApiServer, Store, str, str, UserInfo], Awaitable[web.StreamResponse]]
+
+SCALE_KIND = ("autoscaling/v1", "Scale")
+
+
+# -- scale ---------------------------------------------------------------------------------
+
+
+def scale_of(obj: dict[str, Any]) -> dict[str, Any]:
+    """The autoscaling/v1 Scale view of a Deployment, ReplicaSet or ReplicationController."""
+    md = obj["metadata"]
+    spec, status = obj.get("spec") or {}, obj.get("status") or {}
+    sel = spec.get("selector") or {}
+    if obj.get("kind") == "ReplicationController":
+        selector = ",".join(f"{k}={v}" for k, v in sorted(sel.items()))
+    else:
+        selector = str(selectors.label_selector_from_spec(sel))
+    return {
+        "kind": "Scale", "apiVersion": "autoscaling/v1",
+        "metadata": {k: md[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                     if k in md},
+        "spec": {"replicas": int(spec.get("replicas", 0))},
+        "status": {"replicas": int(status.get("replicas", 0)), "selector": selector},
+    }
+
+
+def _replicas_from(scale: Any) -> int:
+    if not isinstance(scale, dict):
+        raise errors.BadRequest("the body must be an autoscaling/v1 Scale object")
+    replicas = (scale.get("spec") or {}).get("replicas", 0)
+    if not isinstance(replicas, int) or isinstance(replicas, bool) or replicas < 0:
+        raise errors.invalid("Scale", meta.name_of(scale), [errors.Cause("FieldValueInvalid",
+                      f"Invalid value: {replicas!r}: must be greater than or equal to 0", "spec.replicas")],
+                      group="autoscaling")
+    return replicas
+
+
+async def _scale_get(request: web.Request, server: ApiServer, store: Store, ns: str, name: str,
+                     user: UserInfo) -> web.StreamResponse:
+    return codec.respond(scale_of(await store.get(ns, name)))
+
+
+async def _scale_write(request: web.Request, server: ApiServer, store: Store, ns: str, name: str,
+                       user: UserInfo) -> web.StreamResponse:
+    body = await codec.read_body(request)
+    content_type = request.headers.get("Content-Type", "")
+    is_patch = request.method == "PATCH"
+    if not is_patch:
+        sent = codec.decode_object(body, content_type, store.kind, expect_kind="Scale",
+                                   expect_api_version="autoscaling/v1")
+        replicas = _replicas_from(sent)
+        precondition = meta.resource_version_of(sent)
+
+    def mutate(obj: dict[str, Any]) -> dict[str, Any]:
+        wanted = replicas
+        if is_patch:
+            scaled = patch.apply_patch(content_type, scale_of(obj), body, store.kind)
+            wanted = _replicas_from(scaled)
+            rv = meta.resource_version_of(scaled)
+            if rv and rv != obj["metadata"]["resourceVersion"]:
+                raise store.conflict(name)
+        obj.setdefault("spec", {})["replicas"] = wanted
+        return obj
+
+    updated = await store.guaranteed_update(ns, name, mutate, user=user,
+                                            precondition_rv="" if is_patch else precondition)
+    return codec.respond(scale_of(updated))
+
+
+# -- binding -------------------------------------------------------------------------------
+
+
+def _set_condition(status: dict[str, Any], cond: dict[str, Any]) -> None:
+    conds = [c for c in status.get("conditions") or [] if c.get("type") != cond["type"]]
+    status["conditions"] = [*conds, cond]
+
+
+async def _bind(request: web.Request, server: ApiServer, store: Store, ns: str, name: str,
+                user: UserInfo) -> web.StreamResponse:
+    body = await codec.read_body(request)
+    binding = codec.decode_document(body, request.headers.get("Content-Type", ""), what="Binding")
+    if not isinstance(binding, dict) or binding.get("kind", "Binding") != "Binding":
+        raise errors.BadRequest("the body must be a v1 Binding object")
+    target = binding.get("target") or {}
+    node = target.get("name")
+    if not node:
+        raise errors.invalid("Binding", name, [errors.Cause("FieldValueRequired", "Required value",
+                                                             "target.name")])
+    if target.get("kind", "Node") not in ("Node", ""):
+        raise errors.invalid("Binding", name, [errors.Cause("FieldValueNotSupported",
+                             f'Unsupported value: "{target.get("kind")}": supported values: "Node"',
+                             "target.kind")])
+    annotations = (binding.get("metadata") or {}).get("annotations") or {}
+    uid = (binding.get("metadata") or {}).get("uid")
+
+    def mutate(pod: dict[str, Any]) -> dict[str, Any]:
+        md = pod["metadata"]
+        if uid and uid != md.get("uid"):
+            raise store.conflict(name, f"Precondition failed: UID in precondition: {uid}, UID in object "
+                                       f"meta: {md.get('uid')}")
+        if md.get("deletionTimestamp"):
+            raise store.conflict(name, "pod is being deleted, cannot be assigned to a host")
+        current = (pod.get("spec") or {}).get("nodeName")
+        if current:
+            raise store.conflict(name, f'pod {name} is already assigned to node "{current}"')
+        pod.setdefault("spec", {})["nodeName"] = node
+        if annotations:
+            md.setdefault("annotations", {}).update(annotations)
+        _set_condition(pod.setdefault("status", {}), {"type": "PodScheduled", "status": "True",
+                                                      "lastProbeTime": None,
+                                                      "lastTransitionTime": meta.now_rfc3339()})
+        return pod
+
+    await store.guaranteed_update(ns, name, mutate, user=user, subresource="binding")
+    return codec.respond(_success(201), status=201)
+
+
+def _success(code: int = 200) -> dict[str, Any]:
+    return {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success", "code": code}
+
+
+# -- eviction ------------------------------------------------------------------------------
+
+
+async def _evict(request: web.Request, server: ApiServer, store: Store, ns: str, name: str,
+                 user: UserInfo) -> web.StreamResponse:
+    body = await codec.read_body(request)
+    eviction = codec.decode_document(body, request.headers.get("Content-Type", ""), what="Eviction") \
+        if body.strip() else {}
+    if not isinstance(eviction, dict):
+        raise errors.BadRequest("the body must be a policy/v1 Eviction object")
+    body_name = (eviction.get("metadata") or {}).get("name")
+    if body_name and body_name != name:
+        raise errors.BadRequest(f"name in URL does not match name in Eviction object ({body_name} != {name})")
+    opts = DeleteOptions.from_body(eviction.get("deleteOptions"), {})
+    await store.delete(ns, name, opts, user=user)
+    return codec.respond(_success(201), status=201)
+
+
+# -- log -----------------------------------------------------------------------------------
+
+
+async def _log(request: web.Request, server: ApiServer, store: Store, ns: str, name: str,
+               user: UserInfo) -> web.StreamResponse:
+    pod = await store.get(ns, name)
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node:
+        raise errors.BadRequest(f'pod {name} does not have a host assigned')
+    raise errors.ServiceUnavailable(f'the logs of pod {name} are on node "{node}", whose kubelet does not '
+                                    "serve logs yet")
+
+
+SUBRESOURCES: dict[tuple[str, str], Handler] = {
+    ("scale", "get"): _scale_get,
+    ("scale", "update"): _scale_write,
+    ("scale", "patch"): _scale_write,
+    ("binding", "create"): _bind,
+    ("eviction", "create"): _evict,
+    ("log", "get"): _log,
+}
+
+
+async def handle(request: web.Request, server: ApiServer, store: Store, namespace: str, name: str,
+                 subresource: str, verb: str, user: UserInfo) -> web.StreamResponse:
+    handler = SUBRESOURCES.get((subresource, verb))
+    if handler is None:
+        raise errors.MethodNotAllowed(f"{verb} is not supported on {store.kind.plural}/{subresource}")
+    return await handler(request, server, store, namespace, name, user)
+

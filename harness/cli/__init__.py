@@ -1,0 +1,39 @@
+"""The `harness` command: each component is a subcommand, plus the cluster commands.
+
+One table, `COMMANDS`, maps a subcommand to the module that defines its arguments
+(`add_arguments(parser)`) and runs it (`run(args) -> int`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Sequence
+
+COMMANDS: dict[str, tuple[str, str]] = {
+    "apiserver": ("harness.cli.apiserver", "run the API server against etcd"),
+    "dev": ("harness.cli.dev", "start or stop a local control plane (etcd + apiserver) on loopback"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="harness", description="A Kubernetes-style cluster in Python.")
+    subs = parser.add_subparsers(dest="command", metavar="COMMAND")
+    subs.required = True
+    for name, (module_name, help_text) in COMMANDS.items():
+        module = importlib.import_module(module_name)
+        sub = subs.add_parser(name, help=help_text, description=help_text)
+        module.add_arguments(sub)
+        sub.set_defaults(_module=module)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    result: int = args._module.run(args)
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main())

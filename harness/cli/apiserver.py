@@ -1,0 +1,55 @@
+"""`harness apiserver`: serve the Kubernetes API from etcd."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+
+from aiohttp import web
+
+from harness.apiserver.app import build_app
+from harness.apiserver.state import Config
+from harness.cli import logs
+from harness.storage.backend import Backend
+from harness.storage.etcd import EtcdBackend
+
+log = logging.getLogger("harness.apiserver")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--etcd-servers", required=True,
+                   help="comma-separated etcd client URLs, e.g. http://127.0.0.1:2379")
+    p.add_argument("--bind-address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=6443, help="port to listen on (default 6443)")
+    p.add_argument("--advertise-address", default="", help="address clients should use (default: bind address)")
+    p.add_argument("--enable-admission-plugins", default="NamespaceLifecycle",
+                   help="comma-separated admission plugins, in order")
+    p.add_argument("--compaction-interval", type=float, default=300.0,
+                   help="seconds between etcd compactions (default 300)")
+    p.add_argument("--log-level", default="info")
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    servers = [s.strip() for s in args.etcd_servers.split(",") if s.strip()]
+    if not servers:
+        raise SystemExit("harness apiserver: --etcd-servers needs at least one URL, e.g. http://127.0.0.1:2379")
+    plugins = tuple(p.strip() for p in args.enable_admission_plugins.split(",") if p.strip())
+    return Config(etcd_servers=servers, bind_address=args.bind_address, port=args.port,
+                  advertise_address=args.advertise_address or args.bind_address,
+                  admission_plugins=plugins, compaction_interval=args.compaction_interval)
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.setup("harness.apiserver", args.log_level)
+    config = config_from(args)
+
+    async def connect() -> Backend:
+        backend = EtcdBackend(config.etcd_servers)
+        await backend.connect()
+        return backend
+
+    app = build_app(config, connect)
+    log.info("serving on http://%s:%d", config.bind_address, config.port)
+    web.run_app(app, host=config.bind_address, port=config.port, print=None, access_log=None,
+                shutdown_timeout=5.0)
+    return 0

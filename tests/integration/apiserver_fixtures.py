@@ -1,0 +1,156 @@
+"""Fixtures that run the real apiserver (`harness apiserver`) against the session's etcd.
+
+The apiserver runs as a subprocess, the way users and supervisord run it, so tests that
+drive real kubectl (a blocking subprocess) never stall the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+import pytest_asyncio
+
+from harness.client import kubeconfig
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class ApiServerProcess:
+    url: str
+    kubeconfig: Path
+    log: Path
+    proc: subprocess.Popen[bytes]
+
+    def log_tail(self, lines: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
+
+
+def start_apiserver(etcd_endpoint: str, workdir: Path, *, extra: list[str] | None = None) -> ApiServerProcess:
+    port = free_port()
+    log = workdir / f"apiserver-{port}.log"
+    cmd = [sys.executable, "-m", "harness.cli", "apiserver", "--etcd-servers", etcd_endpoint,
+           "--bind-address", "127.0.0.1", "--port", str(port), *(extra or [])]
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"apiserver exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+                s.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
+                if b" 200 " in s.recv(100):
+                    break
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"apiserver not ready within 30 s:\n{log.read_text()}")
+        time.sleep(0.1)
+    kc = workdir / f"kubeconfig-{port}"
+    kubeconfig.write(kc, kubeconfig.KubeConfig(servers=[url]))
+    return ApiServerProcess(url, kc, log, proc)
+
+
+def stop_apiserver(server: ApiServerProcess) -> None:
+    server.proc.terminate()
+    try:
+        server.proc.wait(10)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait(5)
+
+
+@pytest.fixture(scope="session")
+def apiserver(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApiServerProcess]:
+    server = start_apiserver(etcd.endpoint, tmp_path_factory.mktemp("apiserver"),
+                             extra=["--compaction-interval", "100000"])
+    yield server
+    stop_apiserver(server)
+
+
+class Api:
+    """A thin JSON-over-HTTP helper for tests that check exact wire behaviour."""
+
+    def __init__(self, session: aiohttp.ClientSession, base: str) -> None:
+        self.session = session
+        self.base = base
+
+    async def request(self, method: str, path: str, body: Any = None, *, raw: bytes | None = None,
+                      content_type: str = "application/json", headers: dict[str, str] | None = None,
+                      params: dict[str, str] | None = None) -> tuple[int, Any]:
+        hdrs = {"Content-Type": content_type, **(headers or {})}
+        data = raw if raw is not None else (None if body is None else orjson.dumps(body))
+        async with self.session.request(method, self.base + path, data=data, headers=hdrs,
+                                        params=params) as resp:
+            text = await resp.read()
+            try:
+                doc = orjson.loads(text) if text else None
+            except ValueError:
+                doc = text.decode(errors="replace")
+            return resp.status, doc
+
+    async def get(self, path: str, **kw: Any) -> tuple[int, Any]:
+        return await self.request("GET", path, **kw)
+
+    async def post(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return await self.request("POST", path, body, **kw)
+
+    async def put(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return await self.request("PUT", path, body, **kw)
+
+    async def delete(self, path: str, body: Any = None, **kw: Any) -> tuple[int, Any]:
+        return await self.request("DELETE", path, body, **kw)
+
+    async def patch(self, path: str, body: Any, content_type: str, **kw: Any) -> tuple[int, Any]:
+        return await self.request("PATCH", path, body, content_type=content_type, **kw)
+
+
+@pytest_asyncio.fixture
+async def api(apiserver: ApiServerProcess) -> AsyncIterator[Api]:
+    async with aiohttp.ClientSession() as session:
+        yield Api(session, apiserver.url)
+
+
+@pytest_asyncio.fixture
+async def ns(api: Api) -> AsyncIterator[str]:
+    """A fresh namespace per test, so tests never see each other's objects."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    status, body = await api.post("/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace",
+                                                         "metadata": {"name": name}})
+    assert status == 201, body
+    yield name
+
+
+async def wait_for(predicate: Any, *, timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+    """Poll an async predicate until it returns something truthy, or fail saying what was awaited."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    last: Any = None
+    while asyncio.get_running_loop().time() < deadline:
+        last = await predicate()
+        if last:
+            return last
+        await asyncio.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
+
+
+__all__ = ["Api", "ApiServerProcess", "api", "apiserver", "free_port", "ns", "start_apiserver", "stop_apiserver",
+           "wait_for"]
