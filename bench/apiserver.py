@@ -47,7 +47,8 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
 
 
-async def run_concurrent(count: int, concurrency: int, op: Callable[[int], Awaitable[None]]) -> tuple[float, list[float]]:
+async def run_concurrent(count: int, concurrency: int,
+                         op: Callable[[int], Awaitable[None]]) -> tuple[float, list[float]]:
     """Run op(0..count-1) with `concurrency` workers; return (ops/s, latencies in s)."""
     latencies: list[float] = []
     counter = iter(range(count))

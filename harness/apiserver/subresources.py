@@ -65,6 +65,7 @@ async def _scale_write(request: web.Request, server: ApiServer, store: Store, ns
     body = await codec.read_body(request)
     content_type = request.headers.get("Content-Type", "")
     is_patch = request.method == "PATCH"
+    replicas, precondition = 0, ""
     if not is_patch:
         sent = codec.decode_object(body, content_type, store.kind, expect_kind="Scale",
                                    expect_api_version="autoscaling/v1")

@@ -140,16 +140,16 @@ async def ns(api: Api) -> AsyncIterator[str]:
     yield name
 
 
-async def wait_for(predicate: Any, *, timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
+async def wait_for(predicate: Any, *, within: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
     """Poll an async predicate until it returns something truthy, or fail saying what was awaited."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     last: Any = None
     while asyncio.get_running_loop().time() < deadline:
         last = await predicate()
         if last:
             return last
         await asyncio.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")
+    raise AssertionError(f"timed out after {within}s waiting for {what or predicate}; last value: {last!r}")
 
 
 __all__ = ["Api", "ApiServerProcess", "api", "apiserver", "free_port", "ns", "start_apiserver", "stop_apiserver",

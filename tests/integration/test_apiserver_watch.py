@@ -29,7 +29,7 @@ async def events(api: Api, path: str, params: dict[str, str]) -> AsyncIterator[d
                 yield orjson.loads(line)
 
 
-async def collect(api: Api, path: str, params: dict[str, str], count: int, timeout: float = 10) -> list[Any]:
+async def collect(api: Api, path: str, params: dict[str, str], count: int, within: float = 10) -> list[Any]:
     got: list[Any] = []
 
     async def run() -> None:
@@ -39,9 +39,9 @@ async def collect(api: Api, path: str, params: dict[str, str], count: int, timeo
                 return
 
     try:
-        await asyncio.wait_for(run(), timeout)
+        await asyncio.wait_for(run(), within)
     except TimeoutError:
-        raise AssertionError(f"expected {count} watch events within {timeout}s, got {len(got)}: "
+        raise AssertionError(f"expected {count} watch events within {within}s, got {len(got)}: "
                              f"{[(e['type'], e['object']['metadata'].get('name')) for e in got]}") from None
     return got
 
@@ -121,7 +121,7 @@ async def test_watch_from_a_compacted_revision_answers_410_expired(etcd: Any, tm
                 got = await collect(api, base, {"resourceVersion": old_rv}, 1)
                 return got[0] if got[0]["type"] == "ERROR" else None
 
-            error = await wait_for(expired, timeout=20, interval=0.2, what="a watch from a compacted revision to fail")
+            error = await wait_for(expired, within=20, interval=0.2, what="a watch from a compacted revision to fail")
             status = error["object"]
             assert status["kind"] == "Status" and status["code"] == 410 and status["reason"] == "Expired", status
             # A watch from the list's current revision still works after compaction.

@@ -48,13 +48,17 @@ class Kubectl:
         path.write_text(textwrap.dedent(manifest))
         return self.run("apply", "-f", str(path)).stdout
 
+    def configmap(self, name: str, **data: str) -> None:
+        items = "".join(f"\n  {k}: {v}" for k, v in data.items()) or " {}"
+        self.apply(f"apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:{items}\n")
+
 
 @pytest.fixture
 def kubectl(apiserver: ApiServerProcess, tmp_path: Path) -> Iterator[Kubectl]:
     assert shutil.which(KUBECTL), f"kubectl not found at {KUBECTL}: run make deps"
     ns = f"k-{uuid.uuid4().hex[:8]}"
     k = Kubectl(apiserver, ns, tmp_path)
-    k.run("create", "namespace", ns, namespaced=False)
+    k.apply(f"apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {ns}\n")
     yield k
 
 
@@ -132,7 +136,14 @@ def test_apply_namespace_manifest(kubectl: Kubectl) -> None:
 
 def test_get_shows_the_usual_columns(kubectl: Kubectl) -> None:
     kubectl.apply(WEB)
-    kubectl.run("run", "solo", "--image=busybox", "--restart=Never", "--", "sleep", "3600")
+    kubectl.apply("""
+        apiVersion: v1
+        kind: Pod
+        metadata: {name: solo}
+        spec:
+          restartPolicy: Never
+          containers: [{name: solo, image: busybox, command: [sleep, "3600"]}]
+        """)
     out = kubectl.run("get", "pods").stdout
     assert out.split("\n")[0].split() == ["NAME", "READY", "STATUS", "RESTARTS", "AGE"], out
     assert "solo" in out and "Pending" in out
@@ -148,7 +159,7 @@ def test_get_shows_the_usual_columns(kubectl: Kubectl) -> None:
 
 def test_get_with_label_and_field_selectors(kubectl: Kubectl) -> None:
     for name, tier in (("a", "web"), ("b", "db")):
-        kubectl.run("create", "configmap", name, "--from-literal=k=v")
+        kubectl.configmap(name, k="v")
         kubectl.run("label", "configmap", name, f"tier={tier}")
     out = kubectl.run("get", "cm", "-l", "tier=web", "-o", "name").stdout.split()
     assert out == ["configmap/a"], out
@@ -187,13 +198,13 @@ def test_describe_shows_the_object_and_its_events(kubectl: Kubectl) -> None:
 
 
 def test_get_watch_streams_changes(kubectl: Kubectl) -> None:
-    kubectl.run("create", "configmap", "w0", "--from-literal=k=v")
+    kubectl.configmap("w0", k="v")
     cmd = [KUBECTL, "-n", kubectl.namespace, "get", "configmaps", "-w", "-o", "name"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=kubectl.env)
     try:
         assert proc.stdout is not None
         assert proc.stdout.readline().strip() == "configmap/w0"
-        kubectl.run("create", "configmap", "w1", "--from-literal=k=v")
+        kubectl.configmap("w1", k="v")
         deadline = time.monotonic() + 20
         line = ""
         while time.monotonic() < deadline and line.strip() != "configmap/w1":
