@@ -111,6 +111,13 @@ def decode_document(body: bytes, content_type: str, *, what: str) -> Any:
             return yaml.safe_load(body)
         except yaml.YAMLError as exc:
             raise errors.BadRequest(f"the object provided is not valid YAML: {exc}") from None
+    if media == PROTOBUF:
+        # kubectl's generator commands (create namespace/configmap/deployment, run, expose) send
+        # protobuf bodies; manifests sent with apply/create -f are JSON.
+        raise errors.UnsupportedMediaType(
+            f"harness accepts {JSON} and {YAML} request bodies, not protobuf: kubectl sends protobuf for "
+            f"generator commands such as `kubectl create namespace` or `kubectl run`; write the object as a "
+            f"manifest and use `kubectl apply -f FILE` (or `kubectl create -f FILE`) instead")
     if media not in ("", JSON, "*/*"):
         raise errors.UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media '
                                           f'types include: {JSON}, {YAML}; got "{media}"')

@@ -31,6 +31,9 @@ class Strategy:
         """Seconds of graceful deletion for this object (0: no graceful phase)."""
         return 0
 
+    def prepare_update(self, new: dict[str, Any], old: dict[str, Any]) -> None:
+        """Kind-specific carrying over on an update of the object itself."""
+
 
 def _qos_class(obj: dict[str, Any]) -> str:
     containers = [*obj.get("spec", {}).get("containers", []), *obj.get("spec", {}).get("initContainers", [])]
@@ -76,6 +79,32 @@ class NamespaceStrategy(Strategy):
         return {"phase": "Active"}
 
 
+_EXTERNAL_SERVICE_TYPES = ("NodePort", "LoadBalancer")
+
+
+@dataclass(frozen=True)
+class ServiceStrategy(Strategy):
+    return_deleted_object: bool = True
+
+    def prepare_update(self, new: dict[str, Any], old: dict[str, Any]) -> None:
+        spec, old_spec = new.setdefault("spec", {}), old.get("spec") or {}
+        # A client that leaves out the allocated IP keeps it (as upstream's service REST does).
+        if not spec.get("clusterIP") and old_spec.get("clusterIP") and spec.get("type") != "ExternalName":
+            spec["clusterIP"] = old_spec["clusterIP"]
+            if old_spec.get("clusterIPs"):
+                spec["clusterIPs"] = list(old_spec["clusterIPs"])
+        # Changing the type drops what only the old type had (upstream's dropTypeDependentFields).
+        if spec.get("type", "ClusterIP") not in _EXTERNAL_SERVICE_TYPES and \
+                old_spec.get("type", "ClusterIP") in _EXTERNAL_SERVICE_TYPES:
+            old_ports = {p.get("port"): p.get("nodePort") for p in old_spec.get("ports") or []}
+            for port in spec.get("ports") or []:
+                if port.get("nodePort") and port.get("nodePort") == old_ports.get(port.get("port")):
+                    del port["nodePort"]
+            for field in ("externalTrafficPolicy", "healthCheckNodePort"):
+                if spec.get(field) == old_spec.get(field):
+                    spec.pop(field, None)
+
+
 @dataclass(frozen=True)
 class EmptyStatusStrategy(Strategy):
     def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -86,7 +115,7 @@ STRATEGIES: dict[str, Strategy] = {
     "Pod": PodStrategy(),
     "Namespace": NamespaceStrategy(),
     "Node": Strategy(keep_status_on_create=True),
-    "Service": Strategy(return_deleted_object=True),
+    "Service": ServiceStrategy(),
     "Deployment": EmptyStatusStrategy(),
     "ReplicaSet": EmptyStatusStrategy(),
     "DaemonSet": EmptyStatusStrategy(),
@@ -156,6 +185,7 @@ def prepare_for_update(kind: Kind, new: dict[str, Any], old: dict[str, Any], *, 
         else:
             new.setdefault("spec", {})["finalizers"] = keep["finalizers"]
         return
+    strategy_for(kind).prepare_update(new, old)
     if kind.has_status and "status" in old:
         new["status"] = copy.deepcopy(old["status"])
     elif kind.has_status:

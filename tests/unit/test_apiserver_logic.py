@@ -125,3 +125,14 @@ def test_pod_grace_period_rules() -> None:
     assert s.grace_period(unscheduled, None) == 0
     assert s.grace_period(running, None) == 5 and s.grace_period(running, 0) == 0
     assert s.grace_period(done, 30) == 0
+
+
+def test_service_type_change_drops_node_ports_and_keeps_cluster_ip() -> None:
+    services = registry.by_path("", "v1", "services")
+    old = {"metadata": {"name": "s"}, "spec": {"type": "NodePort", "clusterIP": "10.96.0.7",
+                                               "externalTrafficPolicy": "Cluster",
+                                               "ports": [{"port": 80, "nodePort": 30080}]}}
+    new = {"metadata": {"name": "s"}, "spec": {"type": "ClusterIP", "externalTrafficPolicy": "Cluster",
+                                               "ports": [{"port": 80, "nodePort": 30080}]}}
+    strategies.prepare_for_update(services, new, old, subresource="")
+    assert new["spec"] == {"type": "ClusterIP", "clusterIP": "10.96.0.7", "ports": [{"port": 80}]}
