@@ -113,27 +113,25 @@ class Store:
         if self.kind.namespaced and md.get("namespace") and md["namespace"] != namespace:
             raise errors.BadRequest("the namespace of the provided object does not match the namespace sent "
                                     "on the request")
+        generated = not md.get("name") and bool(md.get("generateName"))
         defaults.apply_defaults(self.kind, obj)
         strategies.prepare_for_create(self.kind, obj, namespace=namespace)
-        name = md.get("name") or ""
-        await self.chain.admit(self._attrs("CREATE", namespace, name, obj, None, user, dry_run=dry_run))
+        await self.chain.admit(self._attrs("CREATE", namespace, md.get("name") or "", obj, None, user,
+                                           dry_run=dry_run))
         validation.validate_create(self.kind, obj)
         if dry_run:
             return obj
-        generated = not name or (md.get("generateName") and name.startswith(md["generateName"][:58]))
-        for _ in range(3 if generated else 1):
+        # A generated name that happens to be taken gets another try, as upstream retries.
+        for attempt in range(3 if generated else 1):
             try:
                 revision = await self.backend.create(self.kind.key(namespace, md["name"]), encode(obj))
                 break
             except KeyExists:
-                if not generated or not md.get("generateName"):
+                if attempt == (2 if generated else 0):
                     raise errors.AlreadyExists(f'{self.kind.resource} "{md["name"]}" already exists',
                                                kind=self.kind.plural, name=md["name"],
                                                group=self.kind.group) from None
                 md["name"] = meta.generate_name(md["generateName"])
-        else:
-            raise errors.AlreadyExists(f'{self.kind.resource} "{md["name"]}" already exists',
-                                       kind=self.kind.plural, name=md["name"], group=self.kind.group)
         md["resourceVersion"] = str(revision)
         return obj
 
@@ -153,9 +151,8 @@ class Store:
         old, rec = await self._read(namespace, name)
         if wanted and wanted != str(rec.revision):
             raise self.conflict(name)
-        new = copy.deepcopy(obj)
         try:
-            return await self._write_update(namespace, name, new, old, rec, user=user,
+            return await self._write_update(namespace, name, obj, old, rec, user=user,
                                             subresource=subresource, dry_run=dry_run)
         except RevisionMismatch:
             raise self.conflict(name) from None

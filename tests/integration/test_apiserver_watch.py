@@ -144,3 +144,34 @@ async def test_watch_timeout_seconds_ends_the_stream(api: Api, ns: str) -> None:
         body = await resp.read()
     assert body == b""
     assert loop.time() - start < 5
+
+
+async def etcd_watchers(etcd: Any) -> int:
+    async with aiohttp.ClientSession() as s, s.get(etcd.endpoint + "/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("etcd_debugging_mvcc_watcher_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("etcd does not report etcd_debugging_mvcc_watcher_total")
+
+
+async def test_a_hundred_watchers_share_one_etcd_watch(api: Api, ns: str, etcd: Any) -> None:
+    base = f"/api/v1/namespaces/{ns}/configmaps"
+    before = await etcd_watchers(etcd)
+    streams = []
+    watchers = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0))  # one connection per watch
+    try:
+        for _ in range(100):
+            resp = await watchers.get(api.base + base, params={"watch": "1"})
+            assert resp.status == 200
+            streams.append(resp)
+        during = await etcd_watchers(etcd)
+        assert during - before <= 1, f"etcd watchers went from {before} to {during} for 100 API watches"
+        await api.post(base, cm("fanout"))
+        for resp in streams:
+            line = await asyncio.wait_for(resp.content.readline(), 10)
+            assert orjson.loads(line)["object"]["metadata"]["name"] == "fanout"
+    finally:
+        for resp in streams:
+            resp.close()
+        await watchers.close()
