@@ -112,19 +112,56 @@ class NamespaceLifecycle:
                 f"{attrs.namespace} because it is being terminated", kind=attrs.resource, name=attrs.name)
 
 
+class DefaultTolerationSeconds:
+    """Every pod tolerates a not-ready or unreachable node for a while (300 s), then is evicted.
+
+    As upstream: a pod that already tolerates the taint (its key, or any key, with effect
+    NoExecute or any effect) is left as it is; the node lifecycle controller does the evicting.
+    """
+
+    name = "DefaultTolerationSeconds"
+    NOT_READY = "node.kubernetes.io/not-ready"
+    UNREACHABLE = "node.kubernetes.io/unreachable"
+
+    def __init__(self, *, not_ready_seconds: int = 300, unreachable_seconds: int = 300) -> None:
+        self.seconds = {self.NOT_READY: not_ready_seconds, self.UNREACHABLE: unreachable_seconds}
+
+    async def admit(self, attrs: Attributes) -> None:
+        if attrs.kind != "Pod" or attrs.subresource or attrs.operation not in ("CREATE", "UPDATE") \
+                or not isinstance(attrs.obj, dict):
+            return
+        spec = attrs.obj.setdefault("spec", {})
+        tolerations = list(spec.get("tolerations") or [])
+        missing = [key for key in self.seconds if not any(_covers(t, key) for t in tolerations)]
+        if missing:
+            spec["tolerations"] = tolerations + [
+                {"key": key, "operator": "Exists", "effect": "NoExecute", "tolerationSeconds": self.seconds[key]}
+                for key in missing]
+
+
+def _covers(toleration: Any, key: str) -> bool:
+    return isinstance(toleration, dict) and toleration.get("key", "") in ("", key) \
+        and toleration.get("effect", "") in ("", "NoExecute")
+
+
 PluginFactory = Callable[["PluginContext"], Plugin]
 
 
 @dataclass(frozen=True)
 class PluginContext:
     namespace_lookup: NamespaceLookup
+    default_not_ready_toleration_seconds: int = 300
+    default_unreachable_toleration_seconds: int = 300
 
 
 PLUGINS: dict[str, PluginFactory] = {
     "NamespaceLifecycle": lambda ctx: NamespaceLifecycle(ctx.namespace_lookup),
+    "DefaultTolerationSeconds": lambda ctx: DefaultTolerationSeconds(
+        not_ready_seconds=ctx.default_not_ready_toleration_seconds,
+        unreachable_seconds=ctx.default_unreachable_toleration_seconds),
 }
 
-DEFAULT_PLUGINS = ("NamespaceLifecycle",)
+DEFAULT_PLUGINS = ("NamespaceLifecycle", "DefaultTolerationSeconds")
 
 
 class Chain:

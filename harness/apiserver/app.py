@@ -209,7 +209,9 @@ def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[
     async def run(app: web.Application) -> AsyncIterator[None]:
         server = app[STATE]
         server.backend = await make_backend()
-        ctx = PluginContext(namespace_lookup=lambda name: _namespace_lookup(server, name))
+        ctx = PluginContext(namespace_lookup=lambda name: _namespace_lookup(server, name),
+                            default_not_ready_toleration_seconds=server.config.default_not_ready_toleration_seconds,
+                            default_unreachable_toleration_seconds=server.config.default_unreachable_toleration_seconds)
         server.chain = Chain.build(server.config.admission_plugins, ctx)
         for kind in registry.KINDS:
             cache = WatchCache(kind, server.backend)
@@ -231,11 +233,19 @@ def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[
     return run
 
 
+async def _end_watches(app: web.Application) -> None:
+    """On shutdown, end every watch stream so the server need not wait out open watches."""
+    for cache in app[STATE].caches.values():
+        for watcher in list(cache.watchers):
+            watcher.close()
+
+
 def build_app(config: Config, make_backend: Callable[[], Awaitable[Backend]]) -> web.Application:
     app = web.Application(middlewares=[observe], client_max_size=codec.MAX_BODY)
     server = ApiServer(config=config, backend=None, chain=None, metrics=Metrics())  # type: ignore[arg-type]
     app[STATE] = server
     app.cleanup_ctx.append(backend_context(make_backend))
+    app.on_shutdown.append(_end_watches)
     r = app.router
     for path in ("/healthz", "/livez", "/readyz", "/healthz/{check}", "/livez/{check}", "/readyz/{check}"):
         r.add_get(path, health)

@@ -21,7 +21,10 @@ class Config:
     bind_address: str = "127.0.0.1"
     port: int = 6443
     advertise_address: str = ""
-    admission_plugins: tuple[str, ...] = ("NamespaceLifecycle",)
+    admission_plugins: tuple[str, ...] = ("NamespaceLifecycle", "DefaultTolerationSeconds")
+    #: DefaultTolerationSeconds: how long pods tolerate a not-ready / unreachable node by default.
+    default_not_ready_toleration_seconds: int = 300
+    default_unreachable_toleration_seconds: int = 300
     #: Seconds between watch bookmarks; how long a watch lasts when the client gives no timeout.
     bookmark_interval: float = 10.0
     min_request_timeout: int = 1800

@@ -92,8 +92,13 @@ def _encoder(store: Store, request: web.Request, query: Any) -> Any:
 async def serve_watch(request: web.Request, server: ApiServer, store: Store, namespace: str, opts: ListOptions,
                       query: Any) -> web.StreamResponse:
     since = _since(opts.resource_version)
+    initial_events = query.get("sendInitialEvents") in ("1", "true", "True")
+    if initial_events and since is not None:
+        raise errors.Invalid("sendInitialEvents: Forbidden: sendInitialEvents requires resourceVersion to be "
+                             'unset or "0"')
     timeout = _timeout(server, query)
-    bookmarks = query.get("allowWatchBookmarks") in ("1", "true", "True")
+    bookmarks = query.get("allowWatchBookmarks") in ("1", "true", "True") or \
+        query.get("sendInitialEvents") in ("1", "true", "True")
     encode = _encoder(store, request, query)
     predicate = opts.predicate()
     cache = store.cache
@@ -101,7 +106,8 @@ async def serve_watch(request: web.Request, server: ApiServer, store: Store, nam
 
     watcher: Watcher | None = None
     try:
-        watcher = cache.watch(namespace=namespace, predicate=predicate, since=since)
+        watcher = cache.watch(namespace=namespace, predicate=predicate, since=since,
+                              initial_events_end=initial_events)
         batches = _from_queue(watcher)
     except TooOld:
         assert since is not None

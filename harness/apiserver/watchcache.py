@@ -220,8 +220,14 @@ class WatchCache:
                if (not prefix or key.startswith(prefix)) and (predicate is None or predicate(obj))]
         return out, self.revision
 
-    def watch(self, *, namespace: str, predicate: Predicate | None, since: int | None) -> Watcher:
-        """A registered watcher: from now (with ADDED for what exists) or after `since`."""
+    def watch(self, *, namespace: str, predicate: Predicate | None, since: int | None,
+              initial_events_end: bool = False) -> Watcher:
+        """A registered watcher: from now (with ADDED for what exists) or after `since`.
+
+        With `initial_events_end` (the client's `sendInitialEvents=true`), the ADDED events for
+        what exists are followed by a BOOKMARK annotated `k8s.io/initial-events-end`, which
+        tells a WatchList client (kubectl 1.37's `rollout status`) its list is complete.
+        """
         if since is not None and since < self.ring_start:
             raise TooOld
         w = Watcher(namespace=namespace, predicate=predicate, after=since or 0)
@@ -229,6 +235,8 @@ class WatchCache:
             for obj in self.list(namespace=namespace, predicate=predicate)[0]:
                 w.queue.put_nowait(WatchEvent("ADDED", obj, int(obj["metadata"]["resourceVersion"])))
             w.after = self.revision
+            if initial_events_end:
+                w.queue.put_nowait(WatchEvent("BOOKMARK", self._bookmark_object(initial_end=True), self.revision))
         else:
             for event in self.events:
                 if event.revision > since:
@@ -246,11 +254,15 @@ class WatchCache:
             self.events.popleft()
         self.ring_start = max(self.ring_start, revision)
 
+    def _bookmark_object(self, *, initial_end: bool = False) -> dict[str, Any]:
+        md: dict[str, Any] = {"resourceVersion": str(self.revision)}
+        if initial_end:
+            md["annotations"] = {"k8s.io/initial-events-end": "true"}
+        return {"kind": self.kind.kind, "apiVersion": self.kind.api_version, "metadata": md}
+
     def bookmark(self) -> None:
         """Tell every watcher how far the cache has come (for `allowWatchBookmarks`)."""
-        obj = {"kind": self.kind.kind, "apiVersion": self.kind.api_version,
-               "metadata": {"resourceVersion": str(self.revision)}}
-        event = WatchEvent("BOOKMARK", obj, self.revision)
+        event = WatchEvent("BOOKMARK", self._bookmark_object(), self.revision)
         for w in list(self.watchers):
             w.deliver(event)
 

@@ -13,7 +13,10 @@ from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
     "apiserver": ("harness.cli.apiserver", "run the API server against etcd"),
+    "scheduler": ("harness.cli.scheduler", "run the scheduler"),
+    "controller-manager": ("harness.cli.controller_manager", "run the control loops (replicasets, namespaces, ...)"),
     "dev": ("harness.cli.dev", "start or stop a local control plane (etcd + apiserver) on loopback"),
+    "hollow-nodes": ("harness.cli.hollow", "simulate N nodes that run pods without running anything"),
 }
 
 

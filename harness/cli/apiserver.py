@@ -22,8 +22,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind-address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
     p.add_argument("--port", type=int, default=6443, help="port to listen on (default 6443)")
     p.add_argument("--advertise-address", default="", help="address clients should use (default: bind address)")
-    p.add_argument("--enable-admission-plugins", default="NamespaceLifecycle",
+    p.add_argument("--enable-admission-plugins", default="NamespaceLifecycle,DefaultTolerationSeconds",
                    help="comma-separated admission plugins, in order")
+    p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300, metavar="SECONDS",
+                   help="tolerationSeconds DefaultTolerationSeconds gives pods for node.kubernetes.io/not-ready")
+    p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300, metavar="SECONDS",
+                   help="tolerationSeconds DefaultTolerationSeconds gives pods for node.kubernetes.io/unreachable")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between etcd compactions (default 300)")
     p.add_argument("--log-level", default="info")
@@ -36,7 +40,9 @@ def config_from(args: argparse.Namespace) -> Config:
     plugins = tuple(p.strip() for p in args.enable_admission_plugins.split(",") if p.strip())
     return Config(etcd_servers=servers, bind_address=args.bind_address, port=args.port,
                   advertise_address=args.advertise_address or args.bind_address,
-                  admission_plugins=plugins, compaction_interval=args.compaction_interval)
+                  admission_plugins=plugins, compaction_interval=args.compaction_interval,
+                  default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
+                  default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -51,5 +57,5 @@ def run(args: argparse.Namespace) -> int:
     app = build_app(config, connect)
     log.info("serving on http://%s:%d", config.bind_address, config.port)
     web.run_app(app, host=config.bind_address, port=config.port, print=None, access_log=None,
-                shutdown_timeout=5.0)
+                shutdown_timeout=5.0, handler_cancellation=True)
     return 0

@@ -1,0 +1,163 @@
+"""Scheduling throughput end to end, against the bare binding rate measured in the same run.
+
+Starts a throwaway etcd, `harness apiserver` and (later) `harness scheduler`, registers
+--nodes hollow nodes in this process, then:
+1. the ceiling: bare `pods/binding` POSTs/s at --concurrency for pods no scheduler owns;
+2. the scheduler: --pods pending pods created as fast as the apiserver takes them, each
+   timed from its create request to the watch event showing it bound. Prints pods/s, p50/p99
+   latency, and the ratio to the ceiling. Figures, not pass/fail.
+
+    .venv/bin/python bench/scheduler.py [--nodes 1000] [--pods 10000] [--concurrency 32]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from harness.api import registry
+from harness.client import kubeconfig
+from harness.client.rest import Client
+from harness.hollow.cluster import HollowCluster
+from harness.storage.local import LocalEtcd, free_port
+
+PODS = registry.by_path("", "v1", "pods")
+NAMESPACES = registry.by_path("", "v1", "namespaces")
+NS = "bench"
+
+
+def pod(name: str, scheduler: str = "default-scheduler") -> dict[str, Any]:
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "labels": {"app": "bench"}},
+            "spec": {"schedulerName": scheduler, "containers": [{"name": "c", "image": "busybox",
+                     "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}]}}
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
+
+
+def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], stdout=out, stderr=subprocess.STDOUT)
+
+
+async def wait_ready(client: Client) -> None:
+    from harness.client.rest import wait_ready as ready
+
+    await ready(client, within=30)
+
+
+async def gather_limited(n: int, concurrency: int, op: Any) -> None:
+    counter = iter(range(n))
+
+    async def worker() -> None:
+        for i in counter:
+            await op(i)
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def bench(args: argparse.Namespace) -> None:
+    with tempfile.TemporaryDirectory() as tmp, LocalEtcd() as etcd:
+        work = Path(tmp)
+        port = free_port()
+        api = spawn(["apiserver", "--etcd-servers", etcd.endpoint, "--port", str(port), "--log-level", "warning"],
+                    work / "apiserver.log")
+        kc = work / "kubeconfig"
+        kubeconfig.write(kc, kubeconfig.KubeConfig(servers=[f"http://127.0.0.1:{port}"]))
+        sched: subprocess.Popen[bytes] | None = None
+        client = Client.from_kubeconfig(kc)
+        try:
+            await wait_ready(client)
+            await client.create(NAMESPACES, {"metadata": {"name": NS}})
+            t = time.perf_counter()
+            nodes = HollowCluster(client, count=args.nodes, prefix="n", cpu="32", memory="256Gi", pods=250)
+            await nodes.start()
+            print(f"{args.nodes} hollow nodes registered in {time.perf_counter() - t:.1f} s", flush=True)
+
+            # 1. The ceiling: bare binding POSTs for pods no scheduler looks at.
+            await gather_limited(args.bind_pods, args.concurrency,
+                                 lambda i: client.create(PODS, pod(f"raw-{i:05d}", "nobody"), NS))
+            start = time.perf_counter()
+
+            async def bind(i: int) -> None:
+                body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": f"raw-{i:05d}"},
+                        "target": {"kind": "Node", "name": nodes.node_names[i % len(nodes.node_names)]}}
+                await client.request("POST", f"/api/v1/namespaces/{NS}/pods/raw-{i:05d}/binding", body=body)
+
+            await gather_limited(args.bind_pods, args.concurrency, bind)
+            ceiling = args.bind_pods / (time.perf_counter() - start)
+            print(f"bare binding POSTs/s: {ceiling:,.0f}", flush=True)
+
+            # 2. The scheduler, end to end.
+            sched = spawn(["scheduler", "--kubeconfig", str(kc), "--leader-elect=false",
+                           "--secure-port", str(free_port()), "--log-level", "warning"], work / "scheduler.log")
+            created: dict[str, float] = {}
+            bound: dict[str, float] = {}
+            rv = (await client.list(PODS, NS, limit=1))["metadata"]["resourceVersion"]
+            done = asyncio.Event()
+
+            async def observe() -> None:
+                async for ev in client.watch(PODS, NS, resource_version=rv, label_selector="app=bench"):
+                    name = ev.obj["metadata"]["name"]
+                    if name.startswith("p-") and ev.obj["spec"].get("nodeName") and name not in bound:
+                        bound[name] = time.perf_counter()
+                        if len(bound) == args.pods:
+                            done.set()
+                            return
+
+            watcher = asyncio.create_task(observe())
+            await asyncio.sleep(1.0)  # let the scheduler sync its caches before the burst
+
+            async def create(i: int) -> None:
+                name = f"p-{i:05d}"
+                created[name] = time.perf_counter()
+                await client.create(PODS, pod(name), NS)
+
+            t0 = time.perf_counter()
+            await gather_limited(args.pods, args.concurrency, create)
+            create_rate = args.pods / (time.perf_counter() - t0)
+            try:
+                await asyncio.wait_for(done.wait(), args.timeout)
+            except TimeoutError:
+                print(f"only {len(bound)}/{args.pods} bound within {args.timeout} s", flush=True)
+            watcher.cancel()
+            lat = [bound[n] - created[n] for n in bound]
+            span = max(bound.values()) - t0 if bound else float("nan")
+            rate = len(bound) / span
+            print("\nsummary")
+            print(f"  nodes / pods                        {args.nodes:,} / {args.pods:,}")
+            print(f"  pod creates/s (while scheduling)    {create_rate:,.0f}")
+            print(f"  scheduled pods/s (created->bound)   {rate:,.0f}")
+            print(f"  latency created->bound              p50 {pct(lat, .5):,.0f} ms  p99 {pct(lat, .99):,.0f} ms")
+            print(f"  bare binding POSTs/s (ceiling)      {ceiling:,.0f}")
+            print(f"  ratio scheduled/ceiling             {rate / ceiling:.2f}x")
+            await nodes.stop()
+        finally:
+            await client.close()
+            for proc in (sched, api):
+                if proc is not None:
+                    proc.send_signal(signal.SIGTERM)
+                    proc.wait(15)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--nodes", type=int, default=1000)
+    p.add_argument("--pods", type=int, default=10000)
+    p.add_argument("--bind-pods", type=int, default=2000, help="pods bound directly for the ceiling")
+    p.add_argument("--concurrency", type=int, default=32)
+    p.add_argument("--timeout", type=float, default=600)
+    asyncio.run(bench(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,61 @@
+"""`harness controller-manager`: run the control loops (kube-controller-manager's flags where they exist)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+
+from harness.cli import logs
+from harness.cli.scheduler import _bool
+from harness.controllers.base import Options
+from harness.controllers.manager import CONTROLLERS, select
+from harness.controllers.server import Config, serve
+
+log = logging.getLogger("harness.controller-manager")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", required=True, help="kubeconfig with the apiserver URL(s) and credentials")
+    p.add_argument("--controllers", default="*",
+                   help=f"controllers to run: '*' for all, 'foo' to add, '-foo' to remove ({', '.join(CONTROLLERS)})")
+    p.add_argument("--bind-address", default="127.0.0.1", help="address for /healthz and /metrics")
+    p.add_argument("--secure-port", type=int, default=10257,
+                   help="port for /healthz and /metrics (plain HTTP for now; default 10257)")
+    p.add_argument("--leader-elect", type=_bool, nargs="?", const=True, default=True, metavar="BOOL")
+    p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS")
+    p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS")
+    p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod network, split into node pod CIDRs")
+    p.add_argument("--node-cidr-mask-size", type=int, default=24)
+    p.add_argument("--node-monitor-period", type=float, default=5.0, metavar="SECONDS")
+    p.add_argument("--node-monitor-grace-period", type=float, default=50.0, metavar="SECONDS")
+    p.add_argument("--log-level", default="info")
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    try:
+        controllers = select(args.controllers)
+    except ValueError as exc:
+        raise SystemExit(f"harness controller-manager: --controllers: {exc}") from None
+    options = Options(cluster_cidr=args.cluster_cidr, node_cidr_mask_size=args.node_cidr_mask_size,
+                      node_monitor_period=args.node_monitor_period,
+                      node_monitor_grace_period=args.node_monitor_grace_period)
+    return Config(kubeconfig=args.kubeconfig, controllers=controllers, bind_address=args.bind_address,
+                  port=args.secure_port, leader_elect=args.leader_elect,
+                  lease_duration=args.leader_elect_lease_duration, renew_deadline=args.leader_elect_renew_deadline,
+                  retry_period=args.leader_elect_retry_period, options=options)
+
+
+async def main(config: Config) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    return await serve(config, stop=stop)
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.setup("harness.controller-manager", args.log_level)
+    return asyncio.run(main(config_from(args)))
