@@ -53,6 +53,9 @@ test: deps lint
 
 bench: deps
 	$(BIN)/python bench/apiserver.py
+	$(BIN)/python bench/scheduler.py
+	$(BIN)/python bench/controllers.py
+	$(BIN)/python bench/hollow.py
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info reports

@@ -107,6 +107,8 @@ async def bench(args: argparse.Namespace) -> None:
 
             async def observe() -> None:
                 async for ev in client.watch(PODS, NS, resource_version=rv, label_selector="app=bench"):
+                    if ev.type == "BOOKMARK":
+                        continue
                     name = ev.obj["metadata"]["name"]
                     if name.startswith("p-") and ev.obj["spec"].get("nodeName") and name not in bound:
                         bound[name] = time.perf_counter()
@@ -128,11 +130,16 @@ async def bench(args: argparse.Namespace) -> None:
             try:
                 await asyncio.wait_for(done.wait(), args.timeout)
             except TimeoutError:
-                print(f"only {len(bound)}/{args.pods} bound within {args.timeout} s", flush=True)
+                listed = (await client.list_all(PODS, NS, label_selector="app=bench"))["items"]
+                really = sum(1 for p in listed if p["metadata"]["name"].startswith("p-") and p["spec"].get("nodeName"))
+                print(f"only {len(bound)}/{args.pods} seen bound within {args.timeout} s ({really} bound in the API; "
+                      f"watch {'ended' if watcher.done() else 'open'}); scheduler log:", flush=True)
+                print("\n".join((work / "scheduler.log").read_text(errors="replace").splitlines()[-20:]))
             watcher.cancel()
+            if not bound:
+                raise SystemExit("no pod was bound")
             lat = [bound[n] - created[n] for n in bound]
-            span = max(bound.values()) - t0 if bound else float("nan")
-            rate = len(bound) / span
+            rate = len(bound) / (max(bound.values()) - t0)
             print("\nsummary")
             print(f"  nodes / pods                        {args.nodes:,} / {args.pods:,}")
             print(f"  pod creates/s (while scheduling)    {create_rate:,.0f}")
