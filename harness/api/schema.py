@@ -95,7 +95,7 @@ class Field:
     description: str
 
 
-def _unwrap(annotation: Any) -> Any:
+def unwrap(annotation: Any) -> Any:
     """Strip Optional[...] and Annotated[...] down to the underlying type."""
     while True:
         origin = typing.get_origin(annotation)
@@ -121,14 +121,14 @@ def fields_of(model: type[Any]) -> dict[str, Field]:
     out: dict[str, Field] = {}
     for attr, info in model.model_fields.items():
         json_name = info.serialization_alias or info.alias or attr
-        ann = _unwrap(info.annotation)
+        ann = unwrap(info.annotation)
         container = ""
         elem = ann
         origin = typing.get_origin(ann)
         if origin is list:
-            container, elem = "list", _unwrap(typing.get_args(ann)[0])
+            container, elem = "list", unwrap(typing.get_args(ann)[0])
         elif origin is dict:
-            container, elem = "map", _unwrap(typing.get_args(ann)[1])
+            container, elem = "map", unwrap(typing.get_args(ann)[1])
         is_model = isinstance(elem, type) and hasattr(elem, "model_fields")
         out[json_name] = Field(json_name, container, elem if is_model else None,
                                bool(info.is_required()), info.description or "")

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api.registry import KINDS, Kind
-from harness.api.schema import Field, PatchStrategy, fields_of, model_named, patch_strategy
+from harness.api.schema import Field, PatchStrategy, fields_of, model_named, patch_strategy, unwrap
 
 META = "io.k8s.apimachinery.pkg.apis.meta.v1"
 QUANTITY = "io.k8s.apimachinery.pkg.api.resource.Quantity"
@@ -216,23 +216,8 @@ def definition_of(model_name: str) -> str:
 # -- field schemas --------------------------------------------------------------------------
 
 
-def _strip(annotation: Any) -> Any:
-    """Drop Annotated[...] and the None of Optional[...]; keep real unions."""
-    while True:
-        origin = typing.get_origin(annotation)
-        if origin is typing.Annotated:
-            annotation = typing.get_args(annotation)[0]
-        elif origin in (typing.Union, types.UnionType):
-            args = [a for a in typing.get_args(annotation) if a is not type(None)]
-            if len(args) != 1:
-                return annotation
-            annotation = args[0]
-        else:
-            return annotation
-
-
 def _union_schema(annotation: Any, style: Style) -> dict[str, Any]:
-    members = {_strip(a) for a in typing.get_args(annotation) if a is not type(None)}
+    members = {unwrap(a) for a in typing.get_args(annotation) if a is not type(None)}
     if members == {int, str}:
         return style.ref(INT_OR_STRING)
     if members == {bytes, str}:
@@ -252,14 +237,14 @@ _SCALAR_TYPES: dict[Any, dict[str, str]] = {
 
 def type_schema(annotation: Any, style: Style) -> dict[str, Any]:
     """The schema of one (unwrapped) annotation: scalar, array, map, union or model ref."""
-    ann = _strip(annotation)
+    ann = unwrap(annotation)
     origin = typing.get_origin(ann)
     if origin in (typing.Union, types.UnionType):
         return _union_schema(ann, style)
     if origin is list:
         return {"type": "array", "items": type_schema(typing.get_args(ann)[0], style)}
     if origin is dict:
-        value = _strip(typing.get_args(ann)[1])
+        value = unwrap(typing.get_args(ann)[1])
         if value is Any:
             return {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
         return {"type": "object", "additionalProperties": type_schema(value, style)}

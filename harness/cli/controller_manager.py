@@ -8,7 +8,7 @@ import logging
 import signal
 
 from harness.cli import logs
-from harness.cli.scheduler import _bool
+from harness.cli.flags import boolean
 from harness.controllers.base import Options
 from harness.controllers.manager import CONTROLLERS, select
 from harness.controllers.server import Config, serve
@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind-address", default="127.0.0.1", help="address for /healthz and /metrics")
     p.add_argument("--secure-port", type=int, default=10257,
                    help="port for /healthz and /metrics (plain HTTP for now; default 10257)")
-    p.add_argument("--leader-elect", type=_bool, nargs="?", const=True, default=True, metavar="BOOL")
+    p.add_argument("--leader-elect", type=boolean, nargs="?", const=True, default=True, metavar="BOOL")
     p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS")
     p.add_argument("--leader-elect-renew-deadline", type=float, default=10.0, metavar="SECONDS")
     p.add_argument("--leader-elect-retry-period", type=float, default=2.0, metavar="SECONDS")

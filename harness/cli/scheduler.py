@@ -8,19 +8,11 @@ import logging
 import signal
 
 from harness.cli import logs
+from harness.cli.flags import boolean
 from harness.scheduler.profile import DEFAULT_SCHEDULER_NAME
 from harness.scheduler.server import Config, serve
 
 log = logging.getLogger("harness.scheduler")
-
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("true", "1", "yes", "t"):
-        return True
-    if value in ("false", "0", "no", "f"):
-        return False
-    raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -30,7 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bind-address", default="127.0.0.1", help="address for /healthz and /metrics (default 127.0.0.1)")
     p.add_argument("--secure-port", type=int, default=10259,
                    help="port for /healthz, /livez, /readyz and /metrics (plain HTTP for now; default 10259)")
-    p.add_argument("--leader-elect", type=_bool, nargs="?", const=True, default=True, metavar="BOOL",
+    p.add_argument("--leader-elect", type=boolean, nargs="?", const=True, default=True, metavar="BOOL",
                    help="elect a leader among replicas before scheduling (default true)")
     p.add_argument("--leader-elect-lease-duration", type=float, default=15.0, metavar="SECONDS",
                    help="how long a lease lasts without renewal (default 15)")

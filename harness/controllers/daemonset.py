@@ -26,9 +26,9 @@ from typing import Any
 
 from harness.api import errors, meta, registry
 from harness.api import selectors as sel
+from harness.api.taints import tolerates
 from harness.controllers.base import NODES, PODS, Context, Controller, controller_of, owner_reference
 from harness.controllers.expectations import Expectations
-from harness.controllers.nodelifecycle import tolerates
 from harness.controllers.replicaset import BURST, SLOW_START_INITIAL, is_available, is_ready, selector_of
 
 log = logging.getLogger(__name__)

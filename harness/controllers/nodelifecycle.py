@@ -25,6 +25,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from harness.api import errors, meta, registry
+from harness.api.taints import tolerates
 from harness.controllers.base import NODES, PODS, Context, Controller
 
 log = logging.getLogger(__name__)
@@ -48,20 +49,6 @@ MANAGED = {(NOT_READY, NO_EXECUTE), (UNREACHABLE, NO_EXECUTE), (UNSCHEDULABLE, N
 MONITORED = ("Ready", "MemoryPressure", "DiskPressure", "PIDPressure")
 STOPPED = "Kubelet stopped posting node status."
 NEVER = "Kubelet never posted node status."
-
-
-def tolerates(toleration: Mapping[str, Any], taint: Mapping[str, Any]) -> bool:
-    """Upstream `Toleration.ToleratesTaint`: an empty key with Exists tolerates every taint."""
-    effect = toleration.get("effect") or ""
-    if effect and effect != taint.get("effect"):
-        return False
-    key = toleration.get("key") or ""
-    if key and key != taint.get("key"):
-        return False
-    operator = toleration.get("operator") or "Equal"
-    if operator == "Exists":
-        return True
-    return operator == "Equal" and (toleration.get("value") or "") == (taint.get("value") or "")
 
 
 def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:

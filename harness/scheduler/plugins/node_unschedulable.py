@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from harness.api.taints import NO_SCHEDULE, tolerated
 from harness.scheduler.framework import CycleState, Handle, NodeInfo, PodInfo, Status
-from harness.scheduler.plugins.helpers import NO_SCHEDULE, tolerated
 
 NAME = "NodeUnschedulable"
 REASON = "node(s) were unschedulable"

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from harness.api.taints import NO_EXECUTE, NO_SCHEDULE, PREFER_NO_SCHEDULE, first_untolerated, tolerated
 from harness.scheduler.framework import (
     SKIP,
     CycleState,
@@ -18,7 +19,6 @@ from harness.scheduler.framework import (
     Status,
     default_normalize_score,
 )
-from harness.scheduler.plugins.helpers import NO_EXECUTE, NO_SCHEDULE, PREFER_NO_SCHEDULE, first_untolerated, tolerated
 
 NAME = "TaintToleration"
 _PREFERRED = f"{NAME}/preferNoSchedule"

@@ -1,4 +1,4 @@
-"""Taints and tolerations, as upstream's v1 helpers match them (shared by several plugins)."""
+"""Taints and tolerations, matched as upstream's v1 helpers do (scheduler, node lifecycle, DaemonSets)."""
 
 from __future__ import annotations
 
