@@ -344,3 +344,34 @@ async def test_kubectl_rollout_status_and_undo(cluster: Cluster, tmp_path: Path)
     await run("rollout", "status", "deployment/roll", "--timeout=45s")
     d = await cluster.client.get(DEPLOYMENTS, "roll", ns)
     assert d["spec"]["template"]["spec"]["containers"][0]["image"] == "busybox:1.36"
+
+
+async def test_deleting_a_deployment_collects_its_replicasets_and_pods(cluster: Cluster) -> None:
+    ns = await _namespace(cluster, "gc")
+    await cluster.client.create(DEPLOYMENTS, web("gone", 2), ns)
+    await wait_for(lambda: _count_running(cluster, ns, "gone", 2), within=30, what="2 running pods")
+    await cluster.client.delete(DEPLOYMENTS, "gone", ns, propagation_policy="Background")
+
+    async def collected() -> bool:
+        rss = (await cluster.client.list(REPLICASETS, ns))["items"]
+        pods = (await cluster.client.list(PODS, ns))["items"]
+        return not rss and not pods
+
+    await wait_for(collected, within=30, what=f"the garbage collector to remove RS and pods\n{cluster.logs()}")
+
+
+async def test_deleting_a_namespace_empties_and_removes_it(cluster: Cluster) -> None:
+    ns = await _namespace(cluster, "doomed")
+    await cluster.client.create(DEPLOYMENTS, web("inside", 2), ns)
+    await wait_for(lambda: _count_running(cluster, ns, "inside", 2), within=30, what="2 running pods")
+    await cluster.client.delete(NAMESPACES, ns)
+
+    async def gone() -> bool:
+        try:
+            await cluster.client.get(NAMESPACES, ns)
+        except errors.NotFound:
+            return True
+        return False
+
+    await wait_for(gone, within=30, what=f"namespace {ns} to be emptied and deleted\n{cluster.logs()}")
+    assert (await cluster.client.list(PODS, ns))["items"] == []
