@@ -14,7 +14,6 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
-    generate_latest,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
@@ -70,6 +69,3 @@ class Metrics:
     def attempt(self, result: str, profile: str, seconds: float) -> None:
         self.schedule_attempts.labels(result, profile).inc()
         self.attempt_duration.labels(result, profile).observe(seconds)
-
-    def exposition(self) -> bytes:
-        return generate_latest(self.registry)

@@ -4,9 +4,8 @@ Informers, cache and queue run on every replica, so a standby is warm; only the 
 schedules (leader election on a Lease, kube-system/kube-scheduler by default). Losing the
 lease ends `serve()` with exit code 1 — as upstream, the process exits and its supervisor
 restarts it, rather than trusting a cache built while someone else was scheduling. The HTTP
-side (/healthz, /livez, /readyz, /metrics) is an aiohttp app whose `cleanup_ctx` runs the
-scheduler, so stopping the app (SIGTERM) cancels it: in-flight bindings finish, then the
-lease is released for a successor.
+side (/healthz, /livez, /readyz, /metrics) is the shared health server; stopping (SIGTERM)
+cancels the scheduler: in-flight bindings finish, then the lease is released for a successor.
 """
 
 from __future__ import annotations
@@ -15,17 +14,14 @@ import asyncio
 import logging
 import socket
 import uuid
-from collections.abc import AsyncIterator
 from dataclasses import dataclass
-
-from aiohttp import web
-from prometheus_client import CONTENT_TYPE_LATEST
 
 from harness.api import errors, registry
 from harness.client import rest
 from harness.client.events import EventRecorder
 from harness.client.rest import Client
 from harness.machinery import informer
+from harness.machinery.health import health_server
 from harness.machinery.informer import Informer
 from harness.machinery.leaderelection import LeaderElector
 from harness.scheduler.cache import SchedulerCache
@@ -133,62 +129,25 @@ class SchedulerServer:
                 log.warning("waiting for the apiserver: %s", err)
 
 
-SERVER = web.AppKey("harness_scheduler", SchedulerServer)
-RUN = web.AppKey("harness_scheduler_run", asyncio.Task)
-
-
-async def _ok(request: web.Request) -> web.Response:
-    return web.Response(text="ok")
-
-
-async def _readyz(request: web.Request) -> web.Response:
-    if request.app[SERVER].ready:
-        return web.Response(text="ok")
-    return web.Response(status=503, text="informers not synced")
-
-
-async def _metrics(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[SERVER].metrics.exposition(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-
-async def _running(app: web.Application) -> AsyncIterator[None]:
-    task = asyncio.create_task(app[SERVER].run(), name="scheduler")
-    app[RUN] = task
-    yield
-    task.cancel()
-    await asyncio.gather(task, return_exceptions=True)
-
-
-def build_app(server: SchedulerServer) -> web.Application:
-    app = web.Application()
-    app[SERVER] = server
-    for path, handler in (("/healthz", _ok), ("/livez", _ok), ("/readyz", _readyz), ("/metrics", _metrics)):
-        app.router.add_get(path, handler)
-    app.cleanup_ctx.append(_running)
-    return app
-
-
 async def serve(config: Config, *, stop: asyncio.Event | None = None,
                 server: SchedulerServer | None = None) -> int:
     """Serve until `stop` is set or the task is cancelled (0), or leadership is lost (1)."""
     server = server or SchedulerServer(config)
-    app = build_app(server)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
     stop = stop or asyncio.Event()
-    stopped = asyncio.create_task(stop.wait())
-    try:
-        site = web.TCPSite(runner, config.bind_address, config.port)
-        await site.start()
+    async with health_server(host=config.bind_address, port=config.port, registry=server.metrics.registry,
+                             ready=lambda: server.ready):
         log.info("serving health and metrics on http://%s:%d", config.bind_address, config.port)
-        running = app[RUN]
-        await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        if running.done() and not running.cancelled():
-            if running.exception() is not None:
-                log.error("scheduler failed", exc_info=running.exception())
-                return 1
-            return running.result()
-        return 0
-    finally:
-        stopped.cancel()
-        await runner.cleanup()
+        running = asyncio.create_task(server.run(), name="scheduler")
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({running, stopped}, return_when=asyncio.FIRST_COMPLETED)
+            if running.done() and not running.cancelled():
+                if running.exception() is not None:
+                    log.error("scheduler failed", exc_info=running.exception())
+                    return 1
+                return running.result()
+            return 0
+        finally:
+            for task in (running, stopped):
+                task.cancel()
+            await asyncio.gather(running, stopped, return_exceptions=True)
