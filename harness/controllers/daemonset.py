@@ -29,7 +29,8 @@ from harness.api import selectors as sel
 from harness.api.taints import tolerates
 from harness.controllers.base import NODES, PODS, Context, Controller, controller_of, owner_reference
 from harness.controllers.expectations import Expectations
-from harness.controllers.replicaset import BURST, SLOW_START_INITIAL, is_available, is_ready, selector_of
+from harness.controllers.ownership import OwnedPods, selector_of
+from harness.controllers.replicaset import BURST, SLOW_START_INITIAL, is_available, is_ready
 
 log = logging.getLogger(__name__)
 
@@ -159,53 +160,19 @@ class DaemonSetController(Controller):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.expectations = Expectations()
+        self.pods = OwnedPods(ctx, DAEMONSETS, self.queue, self.expectations)
         self.now: Callable[[], datetime] = meta.now
         self.failed_backoff: dict[tuple[str, str], tuple[float, datetime]] = {}  # (ds, node) → (delay, since)
 
     def setup(self) -> None:
         self.ctx.informers(DAEMONSETS).add_handlers(on_add=self.enqueue, on_update=lambda old, new: self.enqueue(new),
                                                     on_delete=lambda ds: self.expectations.forget(_key(ds)))
-        self.ctx.informers(PODS).add_handlers(on_add=self._pod_added, on_update=self._pod_updated,
-                                              on_delete=self._pod_deleted)
+        self.pods.register()
         self.ctx.informers(NODES).add_handlers(on_add=self._enqueue_all, on_update=self._node_updated,
                                                on_delete=self._enqueue_all)
         self.ctx.informers(REVISIONS)
 
     # -- handlers --------------------------------------------------------------------------
-
-    def _owner_key(self, pod: dict[str, Any]) -> str | None:
-        ref = controller_of(pod)
-        if ref is None or ref.get("kind") != "DaemonSet":
-            return None
-        key = meta.object_key(meta.namespace_of(pod), str(ref.get("name")))
-        ds = self.ctx.informers(DAEMONSETS).cache.get(key)
-        return key if ds is not None and ds["metadata"].get("uid") == ref.get("uid") else None
-
-    def _matching(self, pod: dict[str, Any]) -> list[str]:
-        ns = meta.namespace_of(pod)
-        return [_key(ds) for ds in self.ctx.informers(DAEMONSETS).cache.by_index("namespace", ns)
-                if (s := selector_of(DAEMONSETS, ds)) is not None and not s.empty and s.matches(meta.labels_of(pod))]
-
-    def _pod_added(self, pod: dict[str, Any]) -> None:
-        key = self._owner_key(pod)
-        if key is not None:
-            self.expectations.created(key)
-            self.queue.add(key)
-        elif controller_of(pod) is None:
-            for k in self._matching(pod):
-                self.queue.add(k)
-
-    def _pod_updated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
-        keys = {k for k in (self._owner_key(old), self._owner_key(new)) if k is not None}
-        if controller_of(new) is None and meta.labels_of(old) != meta.labels_of(new):
-            keys |= set(self._matching(new))
-        for key in keys:
-            self.queue.add(key)
-
-    def _pod_deleted(self, pod: dict[str, Any]) -> None:
-        if (key := self._owner_key(pod)) is not None:
-            self.expectations.deleted(key, pod["metadata"].get("uid", ""))
-            self.queue.add(key)
 
     def _node_updated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
         if (meta.labels_of(old), old.get("spec")) != (meta.labels_of(new), new.get("spec")):

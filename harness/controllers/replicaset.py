@@ -18,7 +18,6 @@ from typing import Any, ClassVar
 
 from harness.api import errors, meta
 from harness.api.registry import Kind
-from harness.api.selectors import LabelSelector, label_selector_from_spec
 from harness.controllers.base import (
     PODS,
     REPLICASETS,
@@ -29,6 +28,7 @@ from harness.controllers.base import (
     owner_reference,
 )
 from harness.controllers.expectations import Expectations
+from harness.controllers.ownership import OwnedPods, selector_of
 
 log = logging.getLogger(__name__)
 
@@ -69,15 +69,6 @@ def deletion_rank(pod: dict[str, Any]) -> tuple[int, int, int, str]:
             "".join(chr(255 - ord(ch)) for ch in pod["metadata"].get("creationTimestamp", "")))
 
 
-def selector_of(kind: Kind, owner: dict[str, Any]) -> LabelSelector | None:
-    sel = (owner.get("spec") or {}).get("selector")
-    if kind.kind == "ReplicationController":
-        sel = {"matchLabels": sel or (owner["spec"].get("template") or {}).get("metadata", {}).get("labels")}
-    if not sel:
-        return None
-    return label_selector_from_spec(sel)
-
-
 class ReplicaSetController(Controller):
     name = "replicaset"
     workers = 4
@@ -86,56 +77,15 @@ class ReplicaSetController(Controller):
     def __init__(self, ctx: Context) -> None:
         super().__init__(ctx)
         self.expectations = Expectations()
+        self.pods = OwnedPods(ctx, self.kind, self.queue, self.expectations)
 
     def setup(self) -> None:
         owners = self.ctx.informers(self.kind)
         owners.add_handlers(on_add=self.enqueue, on_update=lambda old, new: self.enqueue(new),
                             on_delete=self._owner_deleted)
-        self.ctx.informers(PODS).add_handlers(on_add=self._pod_added, on_update=self._pod_updated,
-                                              on_delete=self._pod_deleted)
+        self.pods.register()
 
-    # -- handlers: pods -> owner keys ------------------------------------------------------
-
-    def _owner_key(self, pod: dict[str, Any]) -> str | None:
-        ref = controller_of(pod)
-        if ref is None or ref.get("kind") != self.kind.kind:
-            return None
-        owner = self.ctx.informers(self.kind).cache.get(f"{pod['metadata']['namespace']}/{ref['name']}")
-        if owner is None or owner["metadata"]["uid"] != ref.get("uid"):
-            return None
-        return f"{pod['metadata']['namespace']}/{ref['name']}"
-
-    def _matching_owners(self, pod: dict[str, Any]) -> list[str]:
-        ns = pod["metadata"]["namespace"]
-        out = []
-        for owner in self.ctx.informers(self.kind).cache.by_index("namespace", ns):
-            sel = selector_of(self.kind, owner)
-            if sel is not None and not sel.empty and sel.matches(pod["metadata"].get("labels")):
-                out.append(f"{ns}/{owner['metadata']['name']}")
-        return out
-
-    def _pod_added(self, pod: dict[str, Any]) -> None:
-        key = self._owner_key(pod)
-        if key is not None:
-            self.expectations.created(key)
-            self.queue.add(key)
-        elif controller_of(pod) is None:
-            for k in self._matching_owners(pod):
-                self.queue.add(k)
-
-    def _pod_updated(self, old: dict[str, Any], new: dict[str, Any]) -> None:
-        keys = {self._owner_key(old), self._owner_key(new)} - {None}
-        if controller_of(new) is None or old["metadata"].get("labels") != new["metadata"].get("labels"):
-            keys |= set(self._matching_owners(new))
-        for key in keys:
-            if key is not None:
-                self.queue.add(key)
-
-    def _pod_deleted(self, pod: dict[str, Any]) -> None:
-        key = self._owner_key(pod)
-        if key is not None:
-            self.expectations.deleted(key, pod["metadata"]["uid"])
-            self.queue.add(key)
+    # -- handlers: pods -> owner keys (harness.controllers.ownership) -----------------------
 
     def _owner_deleted(self, owner: dict[str, Any]) -> None:
         self.expectations.forget(f"{owner['metadata']['namespace']}/{owner['metadata']['name']}")

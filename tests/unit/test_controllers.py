@@ -128,3 +128,33 @@ async def test_nodeipam_gives_each_node_a_distinct_cidr() -> None:
     await c.reconcile("c")
     patches = {a[3]: a[4]["spec"]["podCIDR"] for a in client.actions}
     assert patches == {"b": "10.244.1.0/24", "c": "10.244.2.0/24"}
+
+
+async def queued(c: ReplicaSetController) -> list[str]:
+    keys = []
+    while len(c.queue):
+        key = await c.queue.get()
+        assert key is not None
+        keys.append(key)
+        c.queue.done(key)
+    return keys
+
+
+async def test_pod_events_wake_their_owner_or_the_owners_that_could_adopt_them() -> None:
+    ctx, _, informers, _ = context()
+    db = replicaset("db", 1, uid="db-uid")
+    db["spec"]["selector"] = {"matchLabels": {"app": "db"}}
+    informers.seed(REPLICASETS, replicaset("web", 2), {**db, "metadata": {**db["metadata"], "name": "db"}})
+    c = ReplicaSetController(ctx)
+    c.expectations.expect_creations("ns/web", 1)
+    c.pods.added(pod("owned", {"app": "web"}, owner_uid="rs-uid"))
+    assert c.expectations.satisfied("ns/web")
+    assert await queued(c) == ["ns/web"]
+    orphan = pod("orphan", {"app": "db"})
+    c.pods.added(orphan)
+    assert await queued(c) == ["ns/db"]
+    c.pods.updated(orphan, {**orphan, "metadata": {**orphan["metadata"], "labels": {"app": "web"}}})
+    assert await queued(c) == ["ns/web"]
+    c.pods.updated(orphan, {**orphan, "status": {"phase": "Running"}})  # nothing an owner cares about
+    assert await queued(c) == []
+    assert c.pods.owner_key(pod("stale", {"app": "web"}, owner_uid="old-uid")) is None
