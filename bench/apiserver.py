@@ -15,20 +15,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import orjson
+from common import pct, run_concurrent, start_apiserver, stop
 
 from harness.storage.etcd import EtcdBackend
-from harness.storage.local import LocalEtcd, free_port
+from harness.storage.local import LocalEtcd
 
 NS = "bench"
 
@@ -40,36 +38,6 @@ def pod(name: str) -> dict[str, Any]:
             "spec": {"containers": [{"name": "app", "image": "busybox:1.36", "command": ["sleep", "3600"],
                                      "ports": [{"containerPort": 8080, "name": "http"}],
                                      "resources": {"requests": {"cpu": "10m", "memory": "16Mi"}}}]}}
-
-
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-async def run_concurrent(count: int, concurrency: int,
-                         op: Callable[[int], Awaitable[None]]) -> tuple[float, list[float]]:
-    """Run op(0..count-1) with `concurrency` workers; return (ops/s, latencies in s)."""
-    latencies: list[float] = []
-    counter = iter(range(count))
-
-    async def worker() -> None:
-        for i in counter:
-            t = time.perf_counter()
-            await op(i)
-            latencies.append(time.perf_counter() - t)
-
-    start = time.perf_counter()
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-    return count / (time.perf_counter() - start), latencies
-
-
-def start_apiserver(endpoint: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    log = open(workdir / "apiserver.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "apiserver", "--etcd-servers", endpoint,
-                             "--port", str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
@@ -107,7 +75,7 @@ async def bench(args: argparse.Namespace) -> None:
         report("raw etcd creates/s (aetcd, same concurrency)", f"{etcd_rate:,.0f}  p50 {pct(etcd_lat, .5):.1f} ms"
                f"  p99 {pct(etcd_lat, .99):.1f} ms")
 
-        proc, url = start_apiserver(etcd.endpoint, Path(tmp))
+        proc, url, _ = start_apiserver(etcd.endpoint, Path(tmp))
         try:
             conn = aiohttp.TCPConnector(limit=args.concurrency + 8)
             async with aiohttp.ClientSession(connector=conn) as s:
@@ -188,8 +156,7 @@ async def bench(args: argparse.Namespace) -> None:
                 report("watch delivery (create sent -> event received)",
                        f"p50 {pct(lat, .5):.1f} ms  p99 {pct(lat, .99):.1f} ms")
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop(proc)
     print("\nsummary")
     for name, value in rows:
         print(f"  {name:<46} {value}")

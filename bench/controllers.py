@@ -12,18 +12,16 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
+from common import start_apiserver, start_component, stop
+
 from harness.api import registry
-from harness.client import kubeconfig
 from harness.client.rest import Client, wait_ready
 from harness.hollow.cluster import HollowCluster
-from harness.storage.local import LocalEtcd, free_port
+from harness.storage.local import LocalEtcd
 
 PODS = registry.by_path("", "v1", "pods")
 DEPLOYMENTS = registry.by_path("apps", "v1", "deployments")
@@ -31,26 +29,15 @@ NAMESPACES = registry.by_path("", "v1", "namespaces")
 NS = "bench"
 
 
-def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], stdout=out, stderr=subprocess.STDOUT)
-
-
 async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, LocalEtcd() as etcd:
         work = Path(tmp)
-        port = free_port()
-        procs = [spawn(["apiserver", "--etcd-servers", etcd.endpoint, "--port", str(port), "--log-level", "warning"],
-                       work / "apiserver.log")]
-        kc = work / "kubeconfig"
-        kubeconfig.write(kc, kubeconfig.KubeConfig(servers=[f"http://127.0.0.1:{port}"]))
+        api, _, kc = start_apiserver(etcd.endpoint, work)
+        procs = [api]
         client = Client.from_kubeconfig(kc)
         try:
             await wait_ready(client, within=30)
-            for component in ("scheduler", "controller-manager"):
-                procs.append(spawn([component, "--kubeconfig", str(kc), "--leader-elect=false",
-                                    "--secure-port", str(free_port()), "--log-level", "warning"],
-                                   work / f"{component}.log"))
+            procs += [start_component(name, kc, work) for name in ("scheduler", "controller-manager")]
             nodes = HollowCluster(client, count=args.nodes, prefix="n", cpu="64", memory="256Gi", pods=500)
             await nodes.start()
             await client.create(NAMESPACES, {"metadata": {"name": NS}})
@@ -87,9 +74,7 @@ async def bench(args: argparse.Namespace) -> None:
             await nodes.stop()
         finally:
             await client.close()
-            for proc in reversed(procs):
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(15)
+            stop(*reversed(procs))
 
 
 def main() -> None:

@@ -16,31 +16,23 @@ import argparse
 import asyncio
 import os
 import resource
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
+
+from common import start_apiserver, stop
 
 from harness.api import meta, registry
 from harness.client import rest
 from harness.client.rest import Client
 from harness.hollow import HollowCluster
-from harness.storage.local import LocalEtcd, free_port
+from harness.storage.local import LocalEtcd
 
 PODS = registry.by_path("", "v1", "pods")
 LEASES = registry.by_path("coordination.k8s.io", "v1", "leases")
 NAMESPACES = registry.by_path("", "v1", "namespaces")
 NS = "bench"
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def start_apiserver(endpoint: str, workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
-    log = open(workdir / "apiserver.log", "wb")  # noqa: SIM115 - closed with the process
-    proc = subprocess.Popen([sys.executable, "-m", "harness.cli", "apiserver", "--etcd-servers", endpoint,
-                             "--port", str(port), "--log-level", "warning"], stdout=log, stderr=subprocess.STDOUT)
-    return proc, f"http://127.0.0.1:{port}"
 
 
 def proc_cpu(pid: int) -> float:
@@ -110,7 +102,7 @@ async def bench(args: argparse.Namespace) -> None:
         print(f"  {name:<52} {value}", flush=True)
 
     with tempfile.TemporaryDirectory() as tmp, LocalEtcd() as etcd:
-        proc, url = start_apiserver(etcd.endpoint, Path(tmp))
+        proc, url, _ = start_apiserver(etcd.endpoint, Path(tmp))
         try:
             async with Client.for_url(url) as client, Client.for_url(url) as driver:
                 await rest.wait_ready(client)
@@ -148,8 +140,7 @@ async def bench(args: argparse.Namespace) -> None:
                 report("max RSS of this process", f"{rss_mb():.0f} MB")
                 await cluster.stop()
         finally:
-            proc.terminate()
-            proc.wait(10)
+            stop(proc)
     print("\nsummary")
     for name, value in rows:
         print(f"  {name:<52} {value}")

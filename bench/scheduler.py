@@ -14,19 +14,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import signal
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
+from common import pct, run_concurrent, start_apiserver, start_component, stop
+
 from harness.api import registry
-from harness.client import kubeconfig
-from harness.client.rest import Client
+from harness.client.rest import Client, wait_ready
 from harness.hollow.cluster import HollowCluster
-from harness.storage.local import LocalEtcd, free_port
+from harness.storage.local import LocalEtcd
 
 PODS = registry.by_path("", "v1", "pods")
 NAMESPACES = registry.by_path("", "v1", "namespaces")
@@ -39,44 +38,14 @@ def pod(name: str, scheduler: str = "default-scheduler") -> dict[str, Any]:
                      "resources": {"requests": {"cpu": "10m", "memory": "10Mi"}}}]}}
 
 
-def pct(samples: list[float], q: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000
-
-
-def spawn(args: list[str], log: Path) -> subprocess.Popen[bytes]:
-    with open(log, "wb") as out:
-        return subprocess.Popen([sys.executable, "-m", "harness.cli", *args], stdout=out, stderr=subprocess.STDOUT)
-
-
-async def wait_ready(client: Client) -> None:
-    from harness.client.rest import wait_ready as ready
-
-    await ready(client, within=30)
-
-
-async def gather_limited(n: int, concurrency: int, op: Any) -> None:
-    counter = iter(range(n))
-
-    async def worker() -> None:
-        for i in counter:
-            await op(i)
-
-    await asyncio.gather(*(worker() for _ in range(concurrency)))
-
-
 async def bench(args: argparse.Namespace) -> None:
     with tempfile.TemporaryDirectory() as tmp, LocalEtcd() as etcd:
         work = Path(tmp)
-        port = free_port()
-        api = spawn(["apiserver", "--etcd-servers", etcd.endpoint, "--port", str(port), "--log-level", "warning"],
-                    work / "apiserver.log")
-        kc = work / "kubeconfig"
-        kubeconfig.write(kc, kubeconfig.KubeConfig(servers=[f"http://127.0.0.1:{port}"]))
+        api, _, kc = start_apiserver(etcd.endpoint, work)
         sched: subprocess.Popen[bytes] | None = None
         client = Client.from_kubeconfig(kc)
         try:
-            await wait_ready(client)
+            await wait_ready(client, within=30)
             await client.create(NAMESPACES, {"metadata": {"name": NS}})
             t = time.perf_counter()
             nodes = HollowCluster(client, count=args.nodes, prefix="n", cpu="32", memory="256Gi", pods=250)
@@ -84,22 +53,19 @@ async def bench(args: argparse.Namespace) -> None:
             print(f"{args.nodes} hollow nodes registered in {time.perf_counter() - t:.1f} s", flush=True)
 
             # 1. The ceiling: bare binding POSTs for pods no scheduler looks at.
-            await gather_limited(args.bind_pods, args.concurrency,
+            await run_concurrent(args.bind_pods, args.concurrency,
                                  lambda i: client.create(PODS, pod(f"raw-{i:05d}", "nobody"), NS))
-            start = time.perf_counter()
 
             async def bind(i: int) -> None:
                 body = {"apiVersion": "v1", "kind": "Binding", "metadata": {"name": f"raw-{i:05d}"},
                         "target": {"kind": "Node", "name": nodes.node_names[i % len(nodes.node_names)]}}
                 await client.request("POST", f"/api/v1/namespaces/{NS}/pods/raw-{i:05d}/binding", body=body)
 
-            await gather_limited(args.bind_pods, args.concurrency, bind)
-            ceiling = args.bind_pods / (time.perf_counter() - start)
+            ceiling, _ = await run_concurrent(args.bind_pods, args.concurrency, bind)
             print(f"bare binding POSTs/s: {ceiling:,.0f}", flush=True)
 
             # 2. The scheduler, end to end.
-            sched = spawn(["scheduler", "--kubeconfig", str(kc), "--leader-elect=false",
-                           "--secure-port", str(free_port()), "--log-level", "warning"], work / "scheduler.log")
+            sched = start_component("scheduler", kc, work)
             created: dict[str, float] = {}
             bound: dict[str, float] = {}
             rv = (await client.list(PODS, NS, limit=1))["metadata"]["resourceVersion"]
@@ -125,8 +91,7 @@ async def bench(args: argparse.Namespace) -> None:
                 await client.create(PODS, pod(name), NS)
 
             t0 = time.perf_counter()
-            await gather_limited(args.pods, args.concurrency, create)
-            create_rate = args.pods / (time.perf_counter() - t0)
+            create_rate, _ = await run_concurrent(args.pods, args.concurrency, create)
             try:
                 await asyncio.wait_for(done.wait(), args.timeout)
             except TimeoutError:
@@ -150,10 +115,7 @@ async def bench(args: argparse.Namespace) -> None:
             await nodes.stop()
         finally:
             await client.close()
-            for proc in (sched, api):
-                if proc is not None:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(15)
+            stop(sched, api)
 
 
 def main() -> None:
