@@ -266,3 +266,13 @@ async def wait_ready(client: Client, *, within: float = 30.0) -> None:
         if loop.time() > deadline:
             raise errors.ServiceUnavailable(f"no apiserver ready within {within:.0f}s: {client.servers}")
         await asyncio.sleep(0.5)
+
+
+async def wait_until_ready(client: Client, *, report_every: float = 30.0) -> None:
+    """Wait as long as it takes for an apiserver, logging every `report_every` seconds (components start first)."""
+    while True:
+        try:
+            await wait_ready(client, within=report_every)
+            return
+        except errors.ServiceUnavailable as err:
+            log.warning("waiting for the apiserver: %s", err)

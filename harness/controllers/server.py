@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
 
-from harness.api import errors
 from harness.client import rest
 from harness.client.events import EventRecorder
 from harness.client.rest import Client
@@ -62,12 +61,7 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> int:
         await run_controllers(ctx, config.controllers)
 
     async def work() -> int:
-        while True:
-            try:
-                await rest.wait_ready(client, within=30.0)
-                break
-            except errors.ServiceUnavailable as err:
-                log.warning("waiting for the apiserver: %s", err)
+        await rest.wait_until_ready(client)
         recorder.start()
         if not config.leader_elect:
             await lead()

@@ -16,7 +16,7 @@ import socket
 import uuid
 from dataclasses import dataclass
 
-from harness.api import errors, registry
+from harness.api import registry
 from harness.client import rest
 from harness.client.events import EventRecorder
 from harness.client.rest import Client
@@ -99,7 +99,7 @@ class SchedulerServer:
         informers = (self.pod_informer, self.node_informer)
         cleanup = asyncio.create_task(self.scheduler.cleanup_assumed(), name="scheduler-assumed-cleanup")
         try:
-            await self._wait_for_apiserver()
+            await rest.wait_until_ready(self.client)
             await informer.start_all(*informers)
             await informer.wait_all_synced(*informers)
             log.info("caches synced: %d nodes, %d pods pending", len(self.cache.node_list()), len(self.queue))
@@ -119,14 +119,6 @@ class SchedulerServer:
             await informer.stop_all(*informers)
             await asyncio.gather(cleanup, return_exceptions=True)
             await self.client.close()
-
-    async def _wait_for_apiserver(self) -> None:
-        while True:
-            try:
-                await rest.wait_ready(self.client, within=30.0)
-                return
-            except errors.ServiceUnavailable as err:
-                log.warning("waiting for the apiserver: %s", err)
 
 
 async def serve(config: Config, *, stop: asyncio.Event | None = None,
