@@ -14,8 +14,8 @@ import logging
 from typing import Any
 
 from harness.api import errors, registry
+from harness.api import nodes as objects
 from harness.client.rest import Client
-from harness.hollow import objects
 from harness.hollow.addresses import node_ip
 from harness.hollow.nodes import NODES, HollowNode, NodeAgent
 from harness.hollow.pods import BOUND, PODS, PodAgent
@@ -26,6 +26,8 @@ log = logging.getLogger(__name__)
 NAMESPACES = registry.by_path("", "v1", "namespaces")
 #: Concurrent API calls at most (watches aside), across every node of the cluster.
 CONCURRENCY = 32
+#: Marks the Nodes a hollow cluster runs, so it only watches its own.
+HOLLOW_LABEL = "node.harness.dev/hollow"
 
 
 class HollowCluster:
@@ -39,8 +41,8 @@ class HollowCluster:
         if heartbeat <= 0 or status_interval <= 0:
             raise ValueError("heartbeat and status_interval must be positive")
         self.client = client
-        self.shape = objects.NodeShape(cpu=cpu, memory=memory, pods=pods, labels=dict(labels or {}),
-                                       taints=list(taints or []))
+        self.shape = objects.NodeShape(cpu=cpu, memory=memory, pods=pods,
+                                       labels={HOLLOW_LABEL: "true", **(labels or {})}, taints=list(taints or []))
         self.node_names: list[str] = [f"{prefix}-{i}" for i in range(count)]
         self.nodes: dict[str, HollowNode] = {name: HollowNode(name, i, node_ip(i))
                                              for i, name in enumerate(self.node_names)}
@@ -62,7 +64,7 @@ class HollowCluster:
         self._tasks = [
             asyncio.create_task(agent.run(), name="hollow heartbeats"),
             asyncio.create_task(list_watch(self.client, NODES, on_list=agent.on_list, on_event=agent.on_event,
-                                           label_selector=f"{objects.HOLLOW_LABEL}=true", synced=nodes_synced),
+                                           label_selector=f"{HOLLOW_LABEL}=true", synced=nodes_synced),
                                 name="hollow node watch"),
             asyncio.create_task(list_watch(self.client, PODS, on_list=pods.on_list, on_event=pods.on_event,
                                            field_selector=BOUND, synced=pods_synced),

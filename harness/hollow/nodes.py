@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.api import errors, meta, registry
+from harness.api import nodes as objects
 from harness.client.rest import Client
-from harness.hollow import objects
 from harness.hollow.addresses import PodIPs, fake_pod_cidr
 from harness.hollow.timetable import Key, Timetable
 

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from harness.hollow import objects, podstatus
+from harness.api import nodes as objects
+from harness.hollow import podstatus
 from harness.hollow.addresses import PodIPs, PoolExhausted, fake_pod_cidr, node_ip
 from harness.hollow.timetable import Timetable
 from harness.hollow.watching import KeyQueue
@@ -81,8 +82,7 @@ def test_node_object_is_a_ready_kubelet_registration() -> None:
                               taints=[{"key": "k", "effect": "NoSchedule"}])
     node = objects.node_object("hollow-3", "10.250.0.4", shape, now=T0)
     assert node["metadata"]["labels"] == {"kubernetes.io/hostname": "hollow-3", "kubernetes.io/os": "linux",
-                                          "kubernetes.io/arch": "amd64", "node.harness.dev/hollow": "true",
-                                          "zone": "a"}
+                                          "kubernetes.io/arch": "amd64", "zone": "a"}
     assert node["spec"]["taints"] == [{"key": "k", "effect": "NoSchedule"}]
     status = node["status"]
     assert status["capacity"] == {"cpu": "8", "memory": "32Gi", "pods": "50", "ephemeral-storage": "100Gi"}

@@ -1,4 +1,4 @@
-"""The Node and Lease objects a hollow node writes, built as a kubelet builds them.
+"""The Node and Lease objects a kubelet writes (the real one and hollow ones), built as upstream's kubelet does.
 
 Pure functions from a node's shape and the time to JSON bodies. The one idea: a condition's
 `lastHeartbeatTime` moves on every status post, but its `lastTransitionTime` only moves when
@@ -13,12 +13,15 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-KUBELET_VERSION = "v1.37.0-hollow"
-RUNTIME_VERSION = "hollow://1.0"
 KUBELET_PORT = 10250
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION_SECONDS = 40
-HOLLOW_LABEL = "node.harness.dev/hollow"
+
+#: `status.nodeInfo` of a hollow node; a real kubelet reads its own from the machine.
+HOLLOW_INFO: dict[str, str] = {
+    "kernelVersion": "6.1.0-hollow", "osImage": "Hollow Linux 1.0", "containerRuntimeVersion": "hollow://1.0",
+    "kubeletVersion": "v1.37.0-hollow", "kubeProxyVersion": "v1.37.0-hollow", "operatingSystem": "linux",
+    "architecture": "amd64"}
 
 #: (type, status, reason, message) of the conditions a healthy kubelet reports, in upstream's order.
 CONDITIONS: tuple[tuple[str, str, str, str], ...] = (
@@ -39,6 +42,8 @@ class NodeShape:
     ephemeral_storage: str = "100Gi"
     labels: dict[str, str] = field(default_factory=dict)
     taints: list[dict[str, Any]] = field(default_factory=list)
+    info: dict[str, str] = field(default_factory=lambda: dict(HOLLOW_INFO))
+    kubelet_port: int = KUBELET_PORT
 
     def resources(self) -> dict[str, str]:
         return {"cpu": self.cpu, "memory": self.memory, "pods": str(self.pods),
@@ -52,7 +57,7 @@ def micro_time(when: datetime) -> str:
 
 def node_labels(name: str, shape: NodeShape) -> dict[str, str]:
     return {"kubernetes.io/hostname": name, "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64",
-            HOLLOW_LABEL: "true", **shape.labels}
+            **shape.labels}
 
 
 def node_conditions(now: str, current: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
@@ -73,7 +78,7 @@ def _machine_id(name: str) -> str:
 
 def node_status(name: str, ip: str, shape: NodeShape, *, now: str,
                 current: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """The whole `status` of a hollow node; `current` is the conditions the apiserver holds."""
+    """The whole `status` of a node; `current` is the conditions the apiserver holds."""
     machine = _machine_id(name)
     uuid_like = f"{machine[:8]}-{machine[8:12]}-{machine[12:16]}-{machine[16:20]}-{machine[20:]}"
     return {
@@ -81,11 +86,8 @@ def node_status(name: str, ip: str, shape: NodeShape, *, now: str,
         "allocatable": shape.resources(),
         "conditions": node_conditions(now, current),
         "addresses": [{"type": "InternalIP", "address": ip}, {"type": "Hostname", "address": name}],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": KUBELET_PORT}},
-        "nodeInfo": {"machineID": machine, "systemUUID": uuid_like, "bootID": uuid_like,
-                     "kernelVersion": "6.1.0-hollow", "osImage": "Hollow Linux 1.0",
-                     "containerRuntimeVersion": RUNTIME_VERSION, "kubeletVersion": KUBELET_VERSION,
-                     "kubeProxyVersion": KUBELET_VERSION, "operatingSystem": "linux", "architecture": "amd64"},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": shape.kubelet_port}},
+        "nodeInfo": {"machineID": machine, "systemUUID": uuid_like, "bootID": uuid_like, **shape.info},
     }
 
 
