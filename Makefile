@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-APT_PACKAGES := etcd-server etcd-client iproute2 procps
+APT_PACKAGES := etcd-server etcd-client iproute2 procps runc busybox-static iptables util-linux
 CLUSTER ?= dev
 
 .PHONY: up down deps lint test unit integration bench clean
@@ -56,6 +56,7 @@ bench: deps
 	$(BIN)/python bench/scheduler.py
 	$(BIN)/python bench/controllers.py
 	$(BIN)/python bench/hollow.py
+	$(BIN)/python bench/pod_startup.py
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info reports

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from harness.api import errors, registry
-from harness.apiserver import codec, discovery, handlers, openapi
+from harness.apiserver import codec, discovery, handlers, openapi, subresources
 from harness.apiserver.admission import Chain, PluginContext, UserInfo
 from harness.apiserver.metrics import Metrics
 from harness.apiserver.state import STATE, ApiServer, Config
@@ -245,6 +245,7 @@ def build_app(config: Config, make_backend: Callable[[], Awaitable[Backend]]) ->
     server = ApiServer(config=config, backend=None, chain=None, metrics=Metrics())  # type: ignore[arg-type]
     app[STATE] = server
     app.cleanup_ctx.append(backend_context(make_backend))
+    app.cleanup_ctx.append(subresources.kubelet_client)
     app.on_shutdown.append(_end_watches)
     r = app.router
     for path in ("/healthz", "/livez", "/readyz", "/healthz/{check}", "/livez/{check}", "/readyz/{check}"):

@@ -29,6 +29,8 @@ class Config:
     bookmark_interval: float = 10.0
     min_request_timeout: int = 1800
     compaction_interval: float = 300.0
+    #: How the apiserver reaches kubelets (pods/log): http until the cluster has a PKI.
+    kubelet_scheme: str = "http"
 
 
 @dataclass

@@ -7,9 +7,10 @@ handled by the generic verbs with `subresource` set.) Each subresource is one en
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
+import aiohttp
 from aiohttp import web
 
 from harness.api import errors, meta, patch, selectors
@@ -161,14 +162,105 @@ async def _evict(request: web.Request, server: ApiServer, store: Store, ns: str,
 # -- log -----------------------------------------------------------------------------------
 
 
+LOG_PARAMS = ("follow", "previous", "timestamps", "tailLines", "limitBytes", "sinceSeconds", "sinceTime",
+              "insecureSkipTLSVerifyBackend")
+
+
+def _log_container(pod: dict[str, Any], requested: str) -> str:
+    """The container whose log is asked for: the one named, or the only one (upstream's rules and messages)."""
+    spec = pod.get("spec") or {}
+    name = pod["metadata"]["name"]
+    containers = [c["name"] for c in spec.get("containers") or []]
+    init = [c["name"] for c in spec.get("initContainers") or []]
+    if not requested:
+        if len(containers) == 1:
+            return containers[0]
+        message = f"a container name must be specified for pod {name}, choose one of: [{' '.join(containers)}]"
+        if init:
+            message += f" or one of the init containers: [{' '.join(init)}]"
+        raise errors.BadRequest(message)
+    if requested not in containers + init:
+        raise errors.BadRequest(f"container {requested} is not valid for pod {name}")
+    return requested
+
+
+def _log_query(request: web.Request) -> dict[str, str]:
+    query = {k: v for k, v in request.query.items() if k in LOG_PARAMS}
+    causes = []
+    for field_name in ("tailLines", "limitBytes", "sinceSeconds"):
+        if field_name in query:
+            try:
+                value = int(query[field_name])
+            except ValueError:
+                value = -1
+            least = 1 if field_name != "tailLines" else 0
+            if value < least:
+                causes.append(errors.Cause("FieldValueInvalid", f"Invalid value: {query[field_name]!r}: must be "
+                                           f"greater than or equal to {least}", field_name))
+    if "sinceSeconds" in query and "sinceTime" in query:
+        causes.append(errors.Cause("FieldValueForbidden", "Forbidden: at most one of `sinceTime` or `sinceSeconds` "
+                                   "may be specified", "sinceSeconds"))
+    if causes:
+        raise errors.invalid("PodLogOptions", "", causes)
+    return query
+
+
 async def _log(request: web.Request, server: ApiServer, store: Store, ns: str, name: str,
                user: UserInfo) -> web.StreamResponse:
+    """GET pods/log: find the pod's node and stream the kubelet's /containerLogs back (as upstream's proxy does)."""
     pod = await store.get(ns, name)
-    node = (pod.get("spec") or {}).get("nodeName")
-    if not node:
+    container = _log_container(pod, request.query.get("container", ""))
+    query = _log_query(request)
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if not node_name:
         raise errors.BadRequest(f'pod {name} does not have a host assigned')
-    raise errors.ServiceUnavailable(f'the logs of pod {name} are on node "{node}", whose kubelet does not '
-                                    "serve logs yet")
+    nodes = next(s for k, s in server.stores.items() if k.plural == "nodes")
+    try:
+        node = await nodes.get("", node_name)
+    except errors.NotFound:
+        raise errors.NotFound(f'nodes "{node_name}" not found', kind="nodes", name=node_name) from None
+    status = node.get("status") or {}
+    ip = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
+    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 10250
+    if not ip:
+        raise errors.ServiceUnavailable(f'node "{node_name}" has no InternalIP to reach its kubelet at')
+    url = f"{server.config.kubelet_scheme}://{ip}:{port}/containerLogs/{ns}/{name}/{container}"
+    session = await kubelet_session(request.app)
+    try:
+        # kubelet serving certificates are not verified yet (upstream's default without --kubelet-certificate-authority)
+        upstream = await session.get(url, params=query, ssl=False)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise errors.InternalError(f'Get "{url}": {exc}') from None
+    try:
+        if upstream.status != 200:
+            body = await upstream.read()
+            return web.Response(status=upstream.status, body=body,
+                                content_type=upstream.content_type or "application/json")
+        response = web.StreamResponse(headers={"Content-Type": "text/plain", "Cache-Control": "no-cache"})
+        await response.prepare(request)
+        async for chunk in upstream.content.iter_any():
+            await response.write(chunk)
+        await response.write_eof()
+        return response
+    finally:
+        upstream.release()
+
+
+KUBELET_SESSION = web.AppKey("kubelet_session", aiohttp.ClientSession)
+
+
+async def kubelet_session(app: web.Application) -> aiohttp.ClientSession:
+    session = app.get(KUBELET_SESSION)
+    if session is None:
+        raise errors.ServiceUnavailable("the apiserver is shutting down")
+    return session
+
+
+async def kubelet_client(app: web.Application) -> AsyncIterator[None]:
+    """cleanup_ctx: one client session for talking to kubelets, for the app's lifetime."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as session:
+        app[KUBELET_SESSION] = session
+        yield
 
 
 SUBRESOURCES: dict[tuple[str, str], Handler] = {

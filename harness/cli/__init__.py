@@ -16,6 +16,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "scheduler": ("harness.cli.scheduler", "run the scheduler"),
     "controller-manager": ("harness.cli.controller_manager", "run the control loops (replicasets, namespaces, ...)"),
     "dev": ("harness.cli.dev", "start or stop a local control plane (etcd + apiserver) on loopback"),
+    "kubelet": ("harness.cli.kubelet", "run the node agent: pods in runc containers, pod network, logs API"),
+    "images": ("harness.cli.images", "list and import the node's container images"),
     "hollow-nodes": ("harness.cli.hollow", "simulate N nodes that run pods without running anything"),
 }
 

@@ -27,4 +27,5 @@ def setup(component: str, level: str = "info") -> None:
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("pyroute2").setLevel(logging.WARNING)
     logging.getLogger(component).debug("logging configured")

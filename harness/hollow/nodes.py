@@ -21,11 +21,11 @@ from harness.api import nodes as objects
 from harness.client.rest import Client
 from harness.hollow.addresses import PodIPs, fake_pod_cidr
 from harness.hollow.timetable import Key, Timetable
+from harness.machinery import nodelease
 
 log = logging.getLogger(__name__)
 
 NODES = registry.by_path("", "v1", "nodes")
-LEASES = registry.by_path("coordination.k8s.io", "v1", "leases")
 
 REGISTER, LEASE, STATUS = "register", "lease", "status"
 #: Upstream's lease controller jitters each renewal period by up to 4%.
@@ -222,21 +222,8 @@ class NodeAgent:
 
     async def renew_lease(self, node: HollowNode) -> None:
         """Create or renew the node's Lease, as upstream's node lease controller does."""
-        renew_time = objects.micro_time(meta.now())
-        if node.lease is None:
-            try:
-                node.lease = await self.client.create(
-                    LEASES, objects.lease_object(node.name, node.uid, renew_time=renew_time), objects.LEASE_NAMESPACE)
-                return
-            except errors.AlreadyExists:
-                node.lease = await self.client.get(LEASES, node.name, objects.LEASE_NAMESPACE)
         try:
-            node.lease = await self.client.update(
-                LEASES, objects.renewed_lease(node.lease, node.name, node.uid, renew_time=renew_time))
-        except errors.Conflict:
-            fresh = await self.client.get(LEASES, node.name, objects.LEASE_NAMESPACE)
-            node.lease = await self.client.update(
-                LEASES, objects.renewed_lease(fresh, node.name, node.uid, renew_time=renew_time))
+            node.lease = await nodelease.renew(self.client, node.name, node.uid, node.lease)
         except errors.NotFound:
             node.lease = None
             raise

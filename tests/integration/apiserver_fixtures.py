@@ -42,20 +42,21 @@ class ApiServerProcess:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def start_apiserver(etcd_endpoint: str, workdir: Path, *, extra: list[str] | None = None) -> ApiServerProcess:
+def start_apiserver(etcd_endpoint: str, workdir: Path, *, extra: list[str] | None = None,
+                    host: str = "127.0.0.1") -> ApiServerProcess:
     port = free_port()
     log = workdir / f"apiserver-{port}.log"
     cmd = [sys.executable, "-m", "harness.cli", "apiserver", "--etcd-servers", etcd_endpoint,
-           "--bind-address", "127.0.0.1", "--port", str(port), *(extra or [])]
+           "--bind-address", host, "--port", str(port), *(extra or [])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
+    url = f"http://{host}:{port}"
     deadline = time.monotonic() + 30
     while True:
         if proc.poll() is not None:
             raise RuntimeError(f"apiserver exited with {proc.returncode}:\n{log.read_text()}")
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5) as s:
+            with socket.create_connection((host, port), timeout=0.5) as s:
                 s.sendall(b"GET /readyz HTTP/1.0\r\n\r\n")
                 if b" 200 " in s.recv(100):
                     break

@@ -1,0 +1,117 @@
+"""`harness kubelet`: the node agent. Registers the Node, runs the pods bound to it with runc."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import shutil
+import signal
+import socket
+from pathlib import Path
+
+from harness.cli import logs
+from harness.cli.hollow import parse_labels
+from harness.client import rest
+from harness.kubelet import server
+from harness.kubelet.config import KubeletConfig
+from harness.kubelet.kubelet import Kubelet
+
+log = logging.getLogger("harness.kubelet")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", required=True, help="kubeconfig of the cluster to join")
+    p.add_argument("--node-name", default=socket.gethostname(), help="name of the Node (default: hostname)")
+    p.add_argument("--node-ip", required=True, help="the node's InternalIP, where the apiserver reaches port 10250")
+    p.add_argument("--root-dir", default="/var/lib/harness", help="images, containers, IPAM, pod volumes")
+    p.add_argument("--run-dir", default="/run/harness", help="runc state and pod network namespaces")
+    p.add_argument("--pod-log-dir", default="/var/log/pods", help="container logs in CRI format")
+    p.add_argument("--address", default="0.0.0.0", help="address of the kubelet API (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=10250, help="port of the kubelet API (default 10250)")
+    p.add_argument("--tls-cert-file", default="", help="serve the kubelet API over HTTPS with this certificate")
+    p.add_argument("--tls-private-key-file", default="")
+    p.add_argument("--cpu", default=None, help="CPU capacity to report (default: the machine's)")
+    p.add_argument("--memory", default=None, help="memory capacity to report, e.g. 4Gi (default: the machine's)")
+    p.add_argument("--max-pods", type=int, default=110)
+    p.add_argument("--node-labels", default="", help="labels to register the node with, k=v,k2=v2")
+    p.add_argument("--register-with-taints", default="", help="taints, key=value:Effect,...")
+    p.add_argument("--pod-cidr", default="", help="pod CIDR to use until the Node has spec.podCIDR (standalone use)")
+    p.add_argument("--cluster-dns", default="10.96.0.10", help="DNS server(s) for pods, comma separated")
+    p.add_argument("--cluster-domain", default="cluster.local")
+    p.add_argument("--node-status-update-frequency", type=float, default=60.0, metavar="SECONDS")
+    p.add_argument("--node-lease-renew-interval", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument("--relist-period", type=float, default=1.0, metavar="SECONDS",
+                   help="how often the runtime is relisted for container state changes")
+    p.add_argument("--sync-frequency", type=float, default=10.0, metavar="SECONDS")
+    p.add_argument("--crash-loop-backoff", type=float, default=10.0, metavar="SECONDS",
+                   help="first restart back-off (doubles up to --crash-loop-backoff-max)")
+    p.add_argument("--crash-loop-backoff-max", type=float, default=300.0, metavar="SECONDS")
+    p.add_argument("--crash-loop-backoff-reset", type=float, default=600.0, metavar="SECONDS")
+    p.add_argument("--container-log-max-size", type=int, default=10 * 1024 * 1024, metavar="BYTES")
+    p.add_argument("--container-log-max-files", type=int, default=5)
+    p.add_argument("--runc", default="runc", help="the OCI runtime binary (default runc)")
+    p.add_argument("--cgroup-root", default="", help="cgroup under which pods run (default /harness/<node>)")
+    p.add_argument("--log-level", default="info")
+
+
+def parse_taints(text: str) -> list[dict[str, str]]:
+    taints = []
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        kv, sep, effect = item.rpartition(":")
+        key, _, value = kv.partition("=")
+        if not sep or not key or effect not in ("NoSchedule", "PreferNoSchedule", "NoExecute"):
+            raise SystemExit(f"harness kubelet: --register-with-taints wants key[=value]:Effect with Effect one of "
+                             f"NoSchedule, PreferNoSchedule, NoExecute; not {item!r}")
+        taint = {"key": key, "effect": effect}
+        if value:
+            taint["value"] = value
+        taints.append(taint)
+    return taints
+
+
+def config_from(args: argparse.Namespace) -> KubeletConfig:
+    return KubeletConfig(
+        node_name=args.node_name, node_ip=args.node_ip, root_dir=Path(args.root_dir), run_dir=Path(args.run_dir),
+        pod_log_dir=Path(args.pod_log_dir), address=args.address, port=args.port,
+        tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_private_key_file, cpu=args.cpu, memory=args.memory,
+        max_pods=args.max_pods, labels=parse_labels(args.node_labels), taints=parse_taints(args.register_with_taints),
+        pod_cidr=args.pod_cidr, heartbeat=args.node_lease_renew_interval,
+        status_interval=args.node_status_update_frequency, relist_period=args.relist_period,
+        sync_period=args.sync_frequency, backoff_initial=args.crash_loop_backoff,
+        backoff_max=args.crash_loop_backoff_max, backoff_reset=args.crash_loop_backoff_reset,
+        cluster_dns=[s.strip() for s in args.cluster_dns.split(",") if s.strip()],
+        cluster_domain=args.cluster_domain, runc=args.runc, cgroup_root=args.cgroup_root,
+        container_log_max_size=args.container_log_max_size, container_log_max_files=args.container_log_max_files)
+
+
+def preflight(config: KubeletConfig) -> None:
+    """What the kubelet cannot work without, said plainly."""
+    if os.geteuid() != 0:
+        raise SystemExit("harness kubelet: must run as root (it creates network namespaces and runs runc)")
+    if shutil.which(config.runc) is None:
+        raise SystemExit(f"harness kubelet: {config.runc!r} not found; install it (apt-get install runc)")
+
+
+async def main(config: KubeletConfig, kubeconfig: str) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    async with rest.Client.from_kubeconfig(kubeconfig, user_agent=f"harness-kubelet/{config.node_name}") as client:
+        await rest.wait_until_ready(client)
+        kubelet = Kubelet(client, config)
+        async with server.serve(kubelet, host=config.address, port=config.port, cert=config.tls_cert_file,
+                                key=config.tls_key_file):
+            log.info("kubelet API on %s:%d", config.address, config.port)
+            await kubelet.run(stop)
+    log.info("kubelet stopped; its containers keep running")
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.setup("harness.kubelet", args.log_level)
+    config = config_from(args)
+    preflight(config)
+    return asyncio.run(main(config, args.kubeconfig))
