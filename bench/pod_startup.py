@@ -19,6 +19,8 @@ import argparse
 import asyncio
 import contextlib
 import json
+import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -30,10 +32,9 @@ from common import pct
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from harness.kubelet.images.store import ImageStore
-
 from harness.api import registry
 from harness.client.rest import Client
+from harness.kubelet.images.store import ImageStore
 from harness.kubelet.runtime.spec import build_spec
 from harness.kubelet.runtime.types import ContainerRequest
 from harness.storage.local import LocalEtcd
@@ -54,7 +55,7 @@ def bare_bundles(node: Node, count: int, workdir: Path) -> list[Path]:
         req = ContainerRequest(id=f"bare-{i}", pod_uid="bare", pod_namespace="bench", pod_name=f"bare-{i}",
                                name="app", attempt=0, image_ref="busybox", image_id=image.id, rootfs=image.rootfs,
                                args=["sleep", "1000"], env=["PATH=/bin"], cgroup_parent="/harness-bench")
-        spec = build_spec(req, image.rootfs, cgroups_v2=False)
+        spec = build_spec(req, image.rootfs, cgroups_v2=False, nofile=resource.getrlimit(resource.RLIMIT_NOFILE)[1])
         spec["root"] = {"path": str(image.rootfs), "readonly": True}
         spec["mounts"] = [m for m in spec["mounts"] if m["destination"] in ("/proc", "/dev", "/dev/pts", "/sys")]
         (bundle / "config.json").write_text(json.dumps(spec))
@@ -63,13 +64,15 @@ def bare_bundles(node: Node, count: int, workdir: Path) -> list[Path]:
 
 
 async def runc_run(root: Path, bundle: Path, cid: str) -> float:
+    """Time one `runc run -d`. Its stdio goes to a file: the detached container keeps it open."""
     start = time.perf_counter()
-    proc = await asyncio.create_subprocess_exec("runc", "--root", str(root), "run", "-d", "--bundle", str(bundle),
-                                                cid, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                                stderr=subprocess.PIPE)
-    _, err = await proc.communicate()
+    with open(bundle / "runc.log", "wb") as out:  # noqa: ASYNC230  (a local file, before the timed call)
+        proc = await asyncio.create_subprocess_exec("runc", "--root", str(root), "run", "-d", "--bundle",
+                                                    str(bundle), cid, stdin=subprocess.DEVNULL, stdout=out,
+                                                    stderr=out)
+        await proc.wait()
     if proc.returncode != 0:
-        raise RuntimeError(f"runc run {cid} failed: {err.decode()}")
+        raise RuntimeError(f"runc run {cid} failed: {(bundle / 'runc.log').read_text()}")
     return time.perf_counter() - start
 
 
@@ -110,7 +113,9 @@ async def pod_burst(node: Node, count: int) -> list[float]:
 
         async def watch() -> None:
             async for event in client.watch(PODS, ns, resource_version=listed["metadata"]["resourceVersion"]):
-                pod = event.object
+                if event.type == "BOOKMARK":
+                    continue
+                pod = event.obj
                 name = pod["metadata"]["name"]
                 status = pod.get("status") or {}
                 states = [c.get("state", {}) for c in status.get("containerStatuses") or []]
@@ -134,9 +139,15 @@ async def pod_burst(node: Node, count: int) -> list[float]:
 
         await asyncio.gather(*(create(i) for i in range(count)))
         try:
-            await asyncio.wait_for(done.wait(), 120)
+            waiter = asyncio.create_task(done.wait())
+            await asyncio.wait({watcher, waiter}, timeout=120, return_when=asyncio.FIRST_COMPLETED)
+            if watcher.done() and watcher.exception():
+                raise watcher.exception()  # type: ignore[misc]
+            if not done.is_set():
+                raise TimeoutError(f"only {len(running)} of {count} pods seen Running within 120 s")
         finally:
             watcher.cancel()
+            waiter.cancel()
         latencies = [running[n] - created[n] for n in created]
         for name in created:
             await client.delete(PODS, name, ns, grace_period=0)
@@ -150,6 +161,7 @@ async def main(args: argparse.Namespace) -> None:
     with LocalEtcd() as etcd, tempfile.TemporaryDirectory(prefix="bench-pods-") as tmp:
         workdir = Path(tmp)
         node = make_node(etcd, workdir)
+        node.kubelet_args = ["--log-level", "info"]
         try:
             node.start_kubelet()
             wait_node_ready(node)
@@ -171,4 +183,5 @@ async def main(args: argparse.Namespace) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pods", type=int, default=30)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)  # a SIGTERM still runs the teardown
     asyncio.run(main(parser.parse_args()))

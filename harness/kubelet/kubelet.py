@@ -129,6 +129,11 @@ class Kubelet:
         self._network_ready = asyncio.Event()
         self._routes_wanted: dict[str, str] = {}
         self.ready = asyncio.Event()
+        self.metrics.running_pods.set_function(
+            lambda: len({i.pod_uid for i in self.containers.values() if i.state == "running"}))
+        for state in ("running", "exited", "created"):
+            self.metrics.running_containers.labels(state).set_function(
+                lambda state=state: sum(1 for i in self.containers.values() if i.state == state))
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -250,10 +255,6 @@ class Kubelet:
             if cid not in seen:
                 changed.add(info.pod_uid)
         self.containers = seen
-        running = [i for i in seen.values() if i.state == "running"]
-        self.metrics.running_containers.labels("running").set(len(running))
-        self.metrics.running_containers.labels("exited").set(sum(1 for i in seen.values() if i.state == "exited"))
-        self.metrics.running_pods.set(len({i.pod_uid for i in running}))
         self.metrics.relist.observe(time.monotonic() - started)
         for uid in changed:
             if uid in self.records or self.ready.is_set():

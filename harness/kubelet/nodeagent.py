@@ -123,7 +123,8 @@ class NodeAgent:
 
     async def run(self) -> None:
         """Heartbeat forever: the lease every `heartbeat` seconds, the status on change or every `status_interval`."""
-        await self.register()
+        if not self.registered.is_set():
+            await self.register()
         loop = asyncio.get_running_loop()
         next_status = loop.time() + self.config.status_interval
         next_lease = loop.time() + self.config.heartbeat * (1 + JITTER * random.random())

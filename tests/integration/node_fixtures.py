@@ -149,6 +149,8 @@ def destroy(node: Node) -> None:
                         path.rmdir()
             with contextlib.suppress(OSError):
                 base.rmdir()
+            with contextlib.suppress(OSError):
+                base.parent.rmdir()  # harness-test itself, unless another node's tests still use it
     shutil.rmtree(node.root, ignore_errors=True)
 
 

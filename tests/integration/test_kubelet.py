@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 import pytest_asyncio
 
@@ -352,3 +353,40 @@ async def test_kubelet_restart_keeps_pods_running(client: Client, node: Node, kn
     assert after["restartCount"] == 0
     assert after["state"]["running"]["startedAt"] == before["state"]["running"]["startedAt"]
     assert pod["status"]["podIP"] == (await get_pod(client, kns, "steady"))["status"]["podIP"]
+
+
+# -- logs and the kubelet API --------------------------------------------------------------------
+
+
+async def test_kubectl_logs_follow_tail_and_timestamps(client: Client, node: Node, kns: str) -> None:  # noqa: F811
+    body = pod_body(node, "talk", [{"name": "app", "command": ["sh", "-c", "for i in 1 2 3 4 5; do echo line$i; "
+                                                               "sleep 0.3; done"]}], restartPolicy="Never")
+    await client.create(PODS, body, kns)
+    await wait_pod(client, kns, "talk", lambda p: "running" in cstatus(p).get("state", {}) or
+                   p["status"].get("phase") == "Succeeded", "started")
+    follow = kubectl(node, "logs", "-f", "-n", kns, "talk")  # returns when the container exits
+    assert follow.returncode == 0, follow.stderr
+    assert follow.stdout.split() == [f"line{i}" for i in range(1, 6)]
+    tail = kubectl(node, "logs", "--tail", "2", "-n", kns, "talk")
+    assert tail.stdout.split() == ["line4", "line5"]
+    stamped = kubectl(node, "logs", "--timestamps", "--tail", "1", "-n", kns, "talk").stdout.strip()
+    stamp, _, text = stamped.partition(" ")
+    assert text == "line5" and stamp.startswith("20") and stamp.endswith("Z")
+    wrong = kubectl(node, "logs", "-n", kns, "talk", "-c", "nosuch")
+    assert wrong.returncode != 0 and "container nosuch is not valid for pod talk" in wrong.stderr
+
+
+async def test_kubelet_serves_pods_and_metrics(client: Client, node: Node, kns: str) -> None:  # noqa: F811
+    await client.create(PODS, pod_body(node, "counted", [{"name": "app", "command": ["sleep", "1000"]}]), kns)
+    await wait_pod(client, kns, "counted", running, "running")
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"http://{NODE_IP}:{node.port}/metrics") as answer:
+            metrics = await answer.text()
+        async with http.get(f"http://{NODE_IP}:{node.port}/pods") as answer:
+            pods = await answer.json()
+    running_pods = next(float(line.split()[-1]) for line in metrics.splitlines()
+                        if line.startswith("kubelet_running_pods "))
+    assert running_pods >= 1
+    assert "kubelet_pod_start_duration_seconds_bucket" in metrics
+    assert f'kubelet_node_name{{node="{node.name}"}} 1.0' in metrics
+    assert "counted" in {p["metadata"]["name"] for p in pods["items"]}
