@@ -132,8 +132,7 @@ class Kubelet:
         self.metrics.running_pods.set_function(
             lambda: len({i.pod_uid for i in self.containers.values() if i.state == "running"}))
         for state in ("running", "exited", "created"):
-            self.metrics.running_containers.labels(state).set_function(
-                lambda state=state: sum(1 for i in self.containers.values() if i.state == state))
+            self.metrics.running_containers.labels(state).set_function(self._counter(state))
 
     # -- lifetime ---------------------------------------------------------------------------
 
@@ -183,6 +182,9 @@ class Kubelet:
         await self.pod_informer.stop()
         await self.node_informer.stop()
         await self.recorder.close()
+
+    def _counter(self, state: str) -> Callable[[], int]:
+        return lambda: sum(1 for i in self.containers.values() if i.state == state)
 
     # -- events in ----------------------------------------------------------------------------
 
