@@ -25,8 +25,6 @@ import os
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +45,9 @@ from harness.kubelet.metrics import KubeletMetrics
 from harness.kubelet.network.pods import PodNetwork
 from harness.kubelet.network.routes import HostGwRoutes
 from harness.kubelet.nodeagent import NodeAgent
-from harness.kubelet.probes import ProbeTarget, ProbeWorker, run_probe
+from harness.kubelet.probes import run_probe
+from harness.kubelet.probing import ProbeManager
+from harness.kubelet.records import PodRecord, epoch
 from harness.kubelet.runtime import cgroups
 from harness.kubelet.runtime.runc import RuncRuntime
 from harness.kubelet.runtime.types import ContainerInfo
@@ -70,33 +70,6 @@ KEEP_ATTEMPTS = 2
 
 def _uid_index(obj: dict[str, Any]) -> list[str]:
     return [obj["metadata"].get("uid", "")]
-
-
-def _epoch(stamp: str | None) -> float:
-    if not stamp:
-        return 0.0
-    try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
-    except ValueError:
-        return 0.0
-
-
-@dataclass
-class PodRecord:
-    """What the kubelet remembers about one pod between syncs (all of it can be rebuilt from disk)."""
-
-    uid: str
-    pod: dict[str, Any]
-    first_seen: float = field(default_factory=time.monotonic)
-    sandbox: ctrs.PodSandbox | None = None
-    start_time: str = ""
-    volumes_at: float = 0.0
-    waiting: dict[str, tuple[str, str]] = field(default_factory=dict)
-    killing: asyncio.Task[None] | None = None
-    start_reported: bool = False
-    last_status: dict[str, Any] | None = None
-    deleted: bool = False
-    pull_failed_at: float = 0.0
 
 
 class Kubelet:
@@ -123,8 +96,9 @@ class Kubelet:
         self.recorder = EventRecorder(client, component="kubelet", host=config.node_name)
         self.records: dict[str, PodRecord] = {}
         self.containers: dict[str, ContainerInfo] = {}   # runtime id -> last seen info (PLEG snapshot)
-        self.probe_workers: dict[tuple[str, str], list[ProbeWorker]] = {}  # (pod uid, container) -> workers
-        self.probe_results: dict[tuple[str, str], bool] = {}    # (runtime id, probe kind) -> success
+        self.probes = ProbeManager(exec_fn=self._exec, containers=lambda: self.containers,
+                                   current=self.records.get, changed=self.queue.add, recorder=self.recorder,
+                                   metrics=self.metrics)
         self._tasks: list[asyncio.Task[Any]] = []
         self._network_ready = asyncio.Event()
         self._routes_wanted: dict[str, str] = {}
@@ -170,9 +144,7 @@ class Kubelet:
     async def shutdown(self) -> None:
         """Stop the kubelet's own work; containers keep running (their shims are not ours to stop)."""
         self.queue.shutdown()
-        for workers in self.probe_workers.values():
-            for worker in workers:
-                worker.stop()
+        self.probes.stop_all()
         for record in self.records.values():
             if record.killing is not None:
                 record.killing.cancel()
@@ -344,12 +316,12 @@ class Kubelet:
                 if not record.sandbox.volume_paths:
                     await self._post_status(record, self._views(record)[0:2], sandbox_ready=True)
                     return
-        self._ensure_probes(record)
+        self.probes.ensure(record)
         init_views, main_views = self._views(record)
         policy = spec.get("restartPolicy") or "Always"
         # liveness or startup failures: kill (in the background), the restart follows the exit
         for view in [*init_views, *main_views]:
-            if view.running and view.current is not None and self._must_kill(view):
+            if view.running and view.current is not None and self.probes.must_kill(view.current.id):
                 self._kill_containers(record, [view], reason="Unhealthy")
         if record.killing is None:
             init_done = await self._step_init(record, init_views, policy)
@@ -368,15 +340,10 @@ class Kubelet:
                     continue
                 await self.runtime.remove(info.id)
                 self.containers.pop(info.id, None)
-                self._stop_probes(info.id)
+                self.probes.forget(info.id)
                 if info.log_path:
                     for path in Path(info.log_path).parent.glob(f"{info.attempt}.log*"):
                         path.unlink(missing_ok=True)
-
-    def _must_kill(self, view: podstatus.ContainerView) -> bool:
-        cid = view.current.id if view.current else ""
-        return self.probe_results.get((cid, "liveness")) is False or \
-            self.probe_results.get((cid, "startup")) is False
 
     async def _step_init(self, record: PodRecord, views: list[podstatus.ContainerView], policy: str) -> bool:
         """Run the init containers one at a time; True once all have succeeded."""
@@ -403,8 +370,8 @@ class Kubelet:
             if policy == "Never" or (policy == "OnFailure" and cur.exit_code == 0):
                 return
             now = time.time()
-            ran_for = _epoch(cur.finished_at) - _epoch(cur.started_at) if cur.started_at else 0.0
-            wait = self.backoff.wait(key, failed_at=_epoch(cur.finished_at) or now, now=now, ran_for=ran_for)
+            ran_for = epoch(cur.finished_at) - epoch(cur.started_at) if cur.started_at else 0.0
+            wait = self.backoff.wait(key, failed_at=epoch(cur.finished_at) or now, now=now, ran_for=ran_for)
             if wait > 0:
                 md = record.pod["metadata"]
                 delay = int(self.backoff.delay(key))
@@ -459,7 +426,7 @@ class Kubelet:
             self.recorder.event(pod, "Warning", "Failed", f"Error: {info.message}")
             return
         self.recorder.event(pod, "Normal", "Started", f"Started container {name}")
-        self._ensure_probes(record)
+        self.probes.ensure(record)
         post_start = ((spec.get("lifecycle") or {}).get("postStart"))
         if post_start:
             result = await self._run_handler(post_start, spec, info, sandbox.pod_ip,
@@ -562,14 +529,8 @@ class Kubelet:
             waiting = record.waiting.get(c["name"])
             if cur is not None and cur.state == "running":
                 waiting = None
-            started = cur is not None and cur.state == "running" and self._started(cur.id, c, record.pod)
-            ready = False
-            if started and cur is not None:
-                if not c.get("readinessProbe"):
-                    ready = True
-                else:
-                    result = self.probe_results.get((cur.id, "readiness"))
-                    ready = bool(self._reported(record.pod, cur.id).get("ready")) if result is None else result
+            started = cur is not None and cur.state == "running" and self.probes.started(cur.id, c, record.pod)
+            ready = started and cur is not None and self.probes.ready(cur.id, c, record.pod)
             return podstatus.ContainerView(c, cur, prev, waiting, ready, started)
 
         return ([view(c) for c in spec.get("initContainers") or []], [view(c) for c in spec.get("containers") or []])
@@ -599,102 +560,6 @@ class Kubelet:
         record.last_status = status
         if updated["metadata"].get("uid") == record.uid:
             record.pod = updated
-
-    # -- probes -------------------------------------------------------------------------------
-
-    def _ensure_probes(self, record: PodRecord) -> None:
-        """One worker per probe of every container that has run (also for containers re-adopted after a restart)."""
-        spec = record.pod.get("spec") or {}
-        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]:
-            key = (record.uid, c["name"])
-            if key in self.probe_workers or not any(c.get(f"{k}Probe") for k in ("startup", "readiness", "liveness")):
-                continue
-            if not self._pod_containers(record.uid).get(c["name"]):
-                continue
-            workers = []
-            for kind in ("startup", "readiness", "liveness"):
-                if not c.get(f"{kind}Probe"):
-                    continue
-                worker = ProbeWorker(kind, record.pod, c, target=self._probe_target(record, c),
-                                     exec_fn=self._exec, on_result=self._probe_result_fn(record.uid, c["name"]),
-                                     on_event=self._probe_event_fn(record.uid))
-                worker.start()
-                workers.append(worker)
-            self.probe_workers[key] = workers
-
-    def _probe_target(self, record: PodRecord, spec: dict[str, Any]) -> Callable[[], ProbeTarget | None]:
-        name = spec["name"]
-
-        def target() -> ProbeTarget | None:
-            if self.records.get(record.uid) is not record:
-                return None
-            attempts = [i for i in self.containers.values() if i.pod_uid == record.uid and i.name == name]
-            if not attempts:
-                return ProbeTarget(container_id="", running=False)
-            cur = max(attempts, key=lambda i: i.attempt)
-            pod = record.pod
-            return ProbeTarget(
-                container_id=cur.id, running=cur.state == "running", started_at=_epoch(cur.started_at) or None,
-                started=self._started(cur.id, spec, pod), pod_ip=record.sandbox.pod_ip if record.sandbox else "",
-                terminated=cur.state == "exited",
-                pod_finished=(pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
-                pod_deleting=bool(pod["metadata"].get("deletionTimestamp")) or record.deleted)
-
-        return target
-
-    def _started(self, cid: str, spec: dict[str, Any], pod: dict[str, Any]) -> bool:
-        if not spec.get("startupProbe"):
-            return True
-        result = self.probe_results.get((cid, "startup"))
-        if result is None:  # after a kubelet restart: what the last kubelet reported for this very container
-            return bool(self._reported(pod, cid).get("started"))
-        return result
-
-    @staticmethod
-    def _reported(pod: dict[str, Any], cid: str) -> dict[str, Any]:
-        status = pod.get("status") or {}
-        for c in [*(status.get("containerStatuses") or []), *(status.get("initContainerStatuses") or [])]:
-            if c.get("containerID") == podstatus.RUNTIME_SCHEME + cid:
-                return dict(c)
-        return {}
-
-    def _probe_result_fn(self, uid: str, name: str) -> Callable[[str, bool, str], None]:
-        def on_result(kind: str, success: bool, message: str) -> None:
-            workers = self.probe_workers.get((uid, name), [])
-            cid = next((w.container_id for w in workers if w.kind == kind), "")
-            if not cid:
-                return
-            if kind == "readiness" and not success and not message:
-                return  # the reset for a new container: it starts unready anyway, and a re-adopted one keeps its state
-            self.probe_results[(cid, kind)] = success
-            record = self.records.get(uid)
-            if record is not None and not success and kind in ("liveness", "startup"):
-                self.recorder.event(record.pod, "Normal", "Killing", f"Container {name} failed {kind} probe, will "
-                                    "be restarted")
-            self.queue.add(uid)
-
-        return on_result
-
-    def _probe_event_fn(self, uid: str) -> Callable[[str, str, str], None]:
-        def on_event(kind: str, reason: str, message: str) -> None:
-            record = self.records.get(uid)
-            if record is not None:
-                self.recorder.event(record.pod, "Warning", reason, message)
-            pod = record.pod if record else {"metadata": {}}
-            self.metrics.probes.labels(kind.capitalize(), "failed" if reason == "Unhealthy" else "warning", "",
-                                       pod["metadata"].get("name", ""), pod["metadata"].get("namespace", "")).inc()
-
-        return on_event
-
-    def _stop_probes(self, cid: str) -> None:
-        """Forget the probe results of a container that is gone (its workers carry on with the next attempt)."""
-        for kind in ("startup", "readiness", "liveness"):
-            self.probe_results.pop((cid, kind), None)
-
-    def _stop_pod_probes(self, uid: str) -> None:
-        for key in [k for k in self.probe_workers if k[0] == uid]:
-            for worker in self.probe_workers.pop(key):
-                worker.stop()
 
     async def _exec(self, cid: str, argv: list[str], seconds: float) -> tuple[int, bytes]:
         result = await self.runtime.exec(cid, argv, seconds)
@@ -749,7 +614,7 @@ class Kubelet:
                                     f"PreStopHook did not finish within {grace:g}s")
         self.metrics.runtime_ops.labels("stop_container").inc()
         await self.runtime.stop(info.id, max(0.0, deadline - time.monotonic()))
-        self._stop_probes(info.id)
+        self.probes.forget(info.id)
         fresh = self.runtime.info(info.id)
         if fresh is not None:
             self.containers[info.id] = fresh
@@ -787,7 +652,7 @@ class Kubelet:
         uid = record.uid
         for infos in self._pod_containers(uid).values():
             for info in infos:
-                self._stop_probes(info.id)
+                self.probes.forget(info.id)
                 await self.runtime.remove(info.id)
                 self.containers.pop(info.id, None)
         await asyncio.to_thread(self.network.teardown, uid)
@@ -802,7 +667,7 @@ class Kubelet:
             for path in self.config.pod_log_dir.glob(f"*_{uid}"):
                 shutil.rmtree(path, ignore_errors=True)
         self.backoff.forget_prefix(f"{uid}/")
-        self._stop_pod_probes(uid)
+        self.probes.stop_pod(uid)
         self.records.pop(uid, None)
         log.info("pod %s/%s (%s) cleaned up", record.pod["metadata"].get("namespace"),
                  record.pod["metadata"].get("name"), uid)
