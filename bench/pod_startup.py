@@ -38,8 +38,7 @@ from harness.kubelet.images.store import ImageStore
 from harness.kubelet.runtime.spec import build_spec
 from harness.kubelet.runtime.types import ContainerRequest
 from harness.storage.local import LocalEtcd
-from tests.integration.apiserver_fixtures import stop_apiserver
-from tests.integration.node_fixtures import Node, destroy, make_node, wait_node_ready
+from tests.integration.node_fixtures import Node, destroy, destroy_network, make_network, make_node, wait_node_ready
 
 PODS = registry.by_path("", "v1", "pods")
 NAMESPACES = registry.by_path("", "v1", "namespaces")
@@ -160,7 +159,8 @@ async def pod_burst(node: Node, count: int) -> list[float]:
 async def main(args: argparse.Namespace) -> None:
     with LocalEtcd() as etcd, tempfile.TemporaryDirectory(prefix="bench-pods-") as tmp:
         workdir = Path(tmp)
-        node = make_node(etcd, workdir)
+        net = make_network(etcd, workdir)
+        node = make_node(net, workdir)
         node.kubelet_args = ["--log-level", "info"]
         try:
             node.start_kubelet()
@@ -177,7 +177,7 @@ async def main(args: argparse.Namespace) -> None:
                   f"p99 {pct(latencies, 0.99) / pct(burst, 0.99):.1f}x")
         finally:
             destroy(node)
-            stop_apiserver(node.apiserver)
+            destroy_network(net)
 
 
 if __name__ == "__main__":

@@ -1,17 +1,20 @@
-"""A real node for kubelet tests: a network namespace wired to the host, and `harness kubelet` running in it.
+"""Real nodes for kubelet tests: network namespaces on a host bridge, `harness kubelet` running in each.
 
-The node namespace `hkt-<id>` gets one veth to the host (host side 192.168.199.1, node side
-192.168.199.2) and nothing else: no default route, so nothing a pod sends can leave it. An
-apiserver for the module listens on the host side of that veth, where the node reaches it
-and where it reaches the node's kubelet (pods/log). The kubelet's directories all live in a
-temporary directory, and the teardown removes everything the node made, even after a failure:
-pods, containers and shims, mounts, network namespaces, cgroups, the veth.
+A `Network` is a bridge `hkb-<id>` on the host holding 192.168.<n>.1/24, with <n> a subnet
+no host interface uses yet (so two test runs never collide). Each node namespace `hkt-<id>`
+gets a veth onto it (192.168.<n>.2, .3, ...) and nothing else: no default route, so nothing a
+pod sends can leave. The module's apiserver listens on the bridge address, where the nodes
+reach it and where it reaches their kubelets (pods/log). Node i's pods get 10.244.<n>.<64 i>/26.
+The kubelet's directories live in a temporary directory, and the teardown removes
+everything the nodes made, even after a failure: pods, containers and shims, mounts,
+network namespaces, cgroups, links.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import subprocess
@@ -28,14 +31,25 @@ import pytest
 
 from tests.integration.apiserver_fixtures import ApiServerProcess, start_apiserver, stop_apiserver
 
-HOST_IP = "192.168.199.1"
-NODE_IP = "192.168.199.2"
-POD_CIDR = "10.244.199.0/24"
 CGROUP_ROOT = "/sys/fs/cgroup"
+SUBNETS = range(192, 224)  # third octet of 192.168.<n>.0/24 test node networks
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, capture_output=True, text=True, check=check, timeout=timeout)
+
+
+@dataclass
+class Network:
+    """The host bridge the test nodes sit on, and the apiserver that listens on it."""
+
+    bridge: str
+    subnet: int
+    apiserver: ApiServerProcess | None = None
+
+    @property
+    def host_ip(self) -> str:
+        return f"192.168.{self.subnet}.1"
 
 
 @dataclass
@@ -44,6 +58,8 @@ class Node:
     netns: str
     root: Path
     apiserver: ApiServerProcess
+    ip: str
+    pod_cidr: str
     kubelet_args: list[str] = field(default_factory=list)
     proc: subprocess.Popen[bytes] | None = None
     port: int = 10250
@@ -77,10 +93,10 @@ class Node:
 
     def start_kubelet(self) -> None:
         cmd = ["nsenter", f"--net=/run/netns/{self.netns}", sys.executable, "-m", "harness.cli", "kubelet",
-               "--kubeconfig", str(self.kubeconfig), "--node-name", self.name, "--node-ip", NODE_IP,
-               "--address", NODE_IP, "--port", str(self.port),
+               "--kubeconfig", str(self.kubeconfig), "--node-name", self.name, "--node-ip", self.ip,
+               "--address", self.ip, "--port", str(self.port),
                "--root-dir", str(self.root / "lib"), "--run-dir", str(self.root / "run"),
-               "--pod-log-dir", str(self.pod_log_dir), "--pod-cidr", POD_CIDR,
+               "--pod-log-dir", str(self.pod_log_dir), "--pod-cidr", self.pod_cidr,
                "--cgroup-root", f"/harness-test/{self.name}", "--cpu", "2", "--memory", "4Gi",
                "--relist-period", "0.2", "--sync-frequency", "2", "--node-status-update-frequency", "5",
                "--node-lease-renew-interval", "2", "--crash-loop-backoff", "1", "--crash-loop-backoff-max", "4",
@@ -154,35 +170,76 @@ def destroy(node: Node) -> None:
     shutil.rmtree(node.root, ignore_errors=True)
 
 
-def make_node(etcd: Any, workdir: Path) -> Node:
+def _used_subnets() -> set[int]:
+    out = sh("ip", "-o", "-4", "addr", "show").stdout
+    return {int(f.split(".")[2]) for line in out.splitlines() for f in line.split()
+            if f.startswith("192.168.") and "/" in f}
+
+
+def make_network(etcd: Any, workdir: Path) -> Network:
+    """The host bridge on a free 192.168.<n>.0/24, and an apiserver listening on its address."""
     if os.geteuid() != 0 or shutil.which("runc") is None:
         pytest.fail("kubelet tests need root and runc: run `make deps` as root")
+    free = [n for n in SUBNETS if n not in _used_subnets()]
+    if not free:
+        pytest.fail("no free 192.168.192-223.0/24 subnet for a test node network")
+    net = Network(bridge=f"hkb-{uuid.uuid4().hex[:6]}", subnet=random.choice(free))
+    try:
+        sh("ip", "link", "add", net.bridge, "type", "bridge")
+        sh("ip", "addr", "add", f"{net.host_ip}/24", "dev", net.bridge)
+        sh("ip", "link", "set", net.bridge, "up")
+        net.apiserver = start_apiserver(etcd.endpoint, workdir, host=net.host_ip,
+                                        extra=["--compaction-interval", "100000"])
+    except Exception:
+        sh("ip", "link", "delete", net.bridge, check=False)
+        raise
+    return net
+
+
+def destroy_network(net: Network) -> None:
+    if net.apiserver is not None:
+        stop_apiserver(net.apiserver)
+    sh("ip", "link", "delete", net.bridge, check=False)
+
+
+def make_node(net: Network, workdir: Path, index: int = 0) -> Node:
+    """Node `index` on the network: a namespace with a veth on the bridge; its kubelet is not started."""
+    assert net.apiserver is not None
     suffix = uuid.uuid4().hex[:6]
     netns = f"hkt-{suffix}"
     host_if = f"{netns}h"
+    ip = f"192.168.{net.subnet}.{index + 2}"
     sh("ip", "netns", "add", netns)
     try:
         sh("ip", "link", "add", host_if, "type", "veth", "peer", "name", "eth0", "netns", netns)
-        sh("ip", "addr", "add", f"{HOST_IP}/24", "dev", host_if)
-        sh("ip", "link", "set", host_if, "up")
+        sh("ip", "link", "set", host_if, "master", net.bridge, "up")
         ns = ["ip", "-n", netns]
-        sh(*ns, "addr", "add", f"{NODE_IP}/24", "dev", "eth0")
+        sh(*ns, "addr", "add", f"{ip}/24", "dev", "eth0")
         sh(*ns, "link", "set", "eth0", "up")
         sh(*ns, "link", "set", "lo", "up")
-        apiserver = start_apiserver(etcd.endpoint, workdir, host=HOST_IP, extra=["--compaction-interval", "100000"])
     except Exception:
         sh("ip", "netns", "delete", netns, check=False)
         sh("ip", "link", "delete", host_if, check=False)
         raise
     root = workdir / f"node-{suffix}"
     root.mkdir()
-    return Node(name=f"node-{suffix}", netns=netns, root=root, apiserver=apiserver)
+    return Node(name=f"node-{suffix}", netns=netns, root=root, apiserver=net.apiserver, ip=ip,
+                pod_cidr=f"10.244.{net.subnet}.{index * 64}/26")
 
 
 @pytest.fixture(scope="module")
-def node(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
+def network(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Network]:
+    net = make_network(etcd, tmp_path_factory.mktemp("network"))
+    try:
+        yield net
+    finally:
+        destroy_network(net)
+
+
+@pytest.fixture(scope="module")
+def node(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     """A node with a running kubelet, shared by the tests of one module."""
-    made = make_node(etcd, tmp_path_factory.mktemp("node"))
+    made = make_node(network, tmp_path_factory.mktemp("node"))
     try:
         made.start_kubelet()
         wait_node_ready(made)
@@ -190,7 +247,6 @@ def node(etcd: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Node]:
     finally:
         log_copy = made.log_tail(200)
         destroy(made)
-        stop_apiserver(made.apiserver)
         if os.environ.get("HARNESS_TEST_VERBOSE"):
             print(log_copy)
 
@@ -202,7 +258,7 @@ def wait_node_ready(node: Node, within: float = 30.0) -> None:
         if node.proc is not None and node.proc.poll() is not None:
             raise AssertionError(f"kubelet exited with {node.proc.returncode}:\n{node.log_tail()}")
         try:  # the node IP is on the host's side of the veth: reachable from here
-            with urllib.request.urlopen(f"http://{NODE_IP}:{node.port}/healthz", timeout=1) as answer:
+            with urllib.request.urlopen(f"http://{node.ip}:{node.port}/healthz", timeout=1) as answer:
                 if answer.read() == b"ok":
                     return
         except OSError:

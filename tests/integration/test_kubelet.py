@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import ipaddress
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -25,7 +26,7 @@ from harness.client.rest import Client
 from harness.kubelet.containers import container_id
 from harness.kubelet.network.pods import host_veth_name
 from tests.integration.apiserver_fixtures import wait_for
-from tests.integration.node_fixtures import NODE_IP, POD_CIDR, Node, node  # noqa: F401  (fixture)
+from tests.integration.node_fixtures import Node, network, node  # noqa: F401  (fixtures)
 
 PODS = registry.by_path("", "v1", "pods")
 NODES = registry.by_path("", "v1", "nodes")
@@ -76,11 +77,18 @@ def condition(pod: dict[str, Any], ctype: str) -> str:
 
 
 async def wait_pod(client: Client, ns: str, name: str, pred: Any, what: str, within: float = 20.0) -> dict[str, Any]:
-    async def check() -> dict[str, Any] | None:
-        pod = await get_pod(client, ns, name)
-        return pod if pred(pod) else None
+    """Until the pod satisfies `pred`; on timeout, the failure shows the pod's last status."""
+    last: dict[str, Any] = {}
 
-    result: dict[str, Any] = await wait_for(check, within=within, what=f"pod {name}: {what}")
+    async def check() -> dict[str, Any] | None:
+        nonlocal last
+        last = await get_pod(client, ns, name)
+        return last if pred(last) else None
+
+    try:
+        result: dict[str, Any] = await wait_for(check, within=within, what=f"pod {name}: {what}")
+    except AssertionError:
+        raise AssertionError(f"pod {name}: no {what} within {within}s; last status: {last.get('status')}") from None
     return result
 
 
@@ -106,7 +114,7 @@ async def test_node_registers_ready_with_capacity_and_lease(client: Client, node
     status = n["status"]
     assert status["capacity"]["cpu"] == "2" and status["capacity"]["memory"] == "4Gi"
     assert status["capacity"]["pods"] == "110"
-    assert {"type": "InternalIP", "address": NODE_IP} in status["addresses"]
+    assert {"type": "InternalIP", "address": node.ip} in status["addresses"]
     assert {c["type"] for c in status["conditions"]} >= {"Ready", "MemoryPressure", "DiskPressure", "PIDPressure"}
     assert status["nodeInfo"]["containerRuntimeVersion"].startswith("runc://")
     assert status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == node.port
@@ -130,9 +138,8 @@ async def test_httpd_pod_serves_on_its_pod_ip_and_pods_reach_each_other(client: 
     await client.create(PODS, web, kns)
     pod = await wait_pod(client, kns, "web", running, "running")
     ip = pod["status"]["podIP"]
-    network = __import__("ipaddress")
-    assert network.ip_address(ip) in network.ip_network(POD_CIDR)
-    assert pod["status"]["hostIP"] == NODE_IP
+    assert ipaddress.ip_address(ip) in ipaddress.ip_network(node.pod_cidr)
+    assert pod["status"]["hostIP"] == node.ip
     page = ""
     for _ in range(50):  # httpd binds a moment after the container starts
         result = node.run_in("busybox", "wget", "-q", "-O-", f"http://{ip}:8080/", timeout=5)
@@ -272,7 +279,7 @@ async def test_init_containers_run_in_order_before_the_app(client: Client, node:
 
 async def test_memory_limit_kill_reports_oom_killed(client: Client, node: Node, kns: str) -> None:  # noqa: F811
     body = pod_body(node, "oom", [{"name": "hog", "command": ["tail", "/dev/zero"],
-                                   "resources": {"limits": {"memory": "20Mi"}}}], restartPolicy="Never")
+                                   "resources": {"limits": {"memory": "48Mi"}}}], restartPolicy="Never")
     await client.create(PODS, body, kns)
     pod = await wait_pod(client, kns, "oom", lambda p: p["status"].get("phase") == "Failed", "Failed", within=30)
     terminated = cstatus(pod)["state"]["terminated"]
@@ -380,9 +387,9 @@ async def test_kubelet_serves_pods_and_metrics(client: Client, node: Node, kns: 
     await client.create(PODS, pod_body(node, "counted", [{"name": "app", "command": ["sleep", "1000"]}]), kns)
     await wait_pod(client, kns, "counted", running, "running")
     async with aiohttp.ClientSession() as http:
-        async with http.get(f"http://{NODE_IP}:{node.port}/metrics") as answer:
+        async with http.get(f"http://{node.ip}:{node.port}/metrics") as answer:
             metrics = await answer.text()
-        async with http.get(f"http://{NODE_IP}:{node.port}/pods") as answer:
+        async with http.get(f"http://{node.ip}:{node.port}/pods") as answer:
             pods = await answer.json()
     running_pods = next(float(line.split()[-1]) for line in metrics.splitlines()
                         if line.startswith("kubelet_running_pods "))
