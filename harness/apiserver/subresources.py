@@ -7,6 +7,7 @@ handled by the generic verbs with `subresource` set.) Each subresource is one en
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -211,20 +212,7 @@ async def _log(request: web.Request, server: ApiServer, store: Store, ns: str, n
     pod = await store.get(ns, name)
     container = _log_container(pod, request.query.get("container", ""))
     query = _log_query(request)
-    node_name = (pod.get("spec") or {}).get("nodeName")
-    if not node_name:
-        raise errors.BadRequest(f'pod {name} does not have a host assigned')
-    nodes = next(s for k, s in server.stores.items() if k.plural == "nodes")
-    try:
-        node = await nodes.get("", node_name)
-    except errors.NotFound:
-        raise errors.NotFound(f'nodes "{node_name}" not found', kind="nodes", name=node_name) from None
-    status = node.get("status") or {}
-    ip = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
-    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 10250
-    if not ip:
-        raise errors.ServiceUnavailable(f'node "{node_name}" has no InternalIP to reach its kubelet at')
-    url = f"{server.config.kubelet_scheme}://{ip}:{port}/containerLogs/{ns}/{name}/{container}"
+    url = f"{await _kubelet_url(server, pod, name)}/containerLogs/{ns}/{name}/{container}"
     session = await kubelet_session(request.app)
     try:
         # kubelet serving certificates are not verified yet (upstream's default without --kubelet-certificate-authority)
@@ -244,6 +232,71 @@ async def _log(request: web.Request, server: ApiServer, store: Store, ns: str, n
         return response
     finally:
         upstream.release()
+
+
+EXEC_PROTOCOLS = ("v5.channel.k8s.io", "v4.channel.k8s.io")
+
+
+async def _exec(request: web.Request, server: ApiServer, store: Store, ns: str, name: str,
+                user: UserInfo) -> web.StreamResponse:
+    """pods/exec: a WebSocket from the client, spliced onto one to the kubelet's /exec (upstream's proxy)."""
+    pod = await store.get(ns, name)
+    container = _log_container(pod, request.query.get("container", ""))
+    if not request.query.getall("command", []):
+        raise errors.BadRequest("you must specify at least 1 command")
+    if request.headers.get("Upgrade", "").lower() != "websocket":
+        raise errors.BadRequest("pods/exec is served over WebSocket (v5.channel.k8s.io, as kubectl 1.30 and later "
+                                "speak it); SPDY is not supported")
+    phase = (pod.get("status") or {}).get("phase")
+    if phase in ("Succeeded", "Failed"):
+        raise errors.BadRequest(f"cannot exec into a container in a completed pod; current phase is {phase}")
+    base = await _kubelet_url(server, pod, name)
+    session = await kubelet_session(request.app)
+    try:
+        upstream = await session.ws_connect(f"{base}/exec/{ns}/{name}/{container}", params=request.query,
+                                            protocols=EXEC_PROTOCOLS, ssl=False)
+    except (aiohttp.ClientError, OSError) as exc:
+        raise errors.InternalError(f"error dialing the kubelet for exec: {exc}") from None
+    ws = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else EXEC_PROTOCOLS)
+    await ws.prepare(request)
+
+    async def down() -> None:
+        async for msg in upstream:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                await ws.send_bytes(msg.data)
+        await ws.close()
+
+    async def up() -> None:
+        async for msg in ws:
+            if msg.type == aiohttp.WSMsgType.BINARY:
+                await upstream.send_bytes(msg.data)
+
+    to_client = asyncio.create_task(down())
+    to_kubelet = asyncio.create_task(up())
+    try:
+        await to_client
+    finally:
+        to_kubelet.cancel()
+        await upstream.close()
+    return ws
+
+
+async def _kubelet_url(server: ApiServer, pod: dict[str, Any], name: str) -> str:
+    """http(s)://<InternalIP>:<kubelet port> of the pod's node."""
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if not node_name:
+        raise errors.BadRequest(f'pod {name} does not have a host assigned')
+    nodes = next(s for k, s in server.stores.items() if k.plural == "nodes")
+    try:
+        node = await nodes.get("", node_name)
+    except errors.NotFound:
+        raise errors.NotFound(f'nodes "{node_name}" not found', kind="nodes", name=node_name) from None
+    status = node.get("status") or {}
+    ip = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
+    port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 10250
+    if not ip:
+        raise errors.ServiceUnavailable(f'node "{node_name}" has no InternalIP to reach its kubelet at')
+    return f"{server.config.kubelet_scheme}://{ip}:{port}"
 
 
 KUBELET_SESSION = web.AppKey("kubelet_session", aiohttp.ClientSession)
@@ -270,6 +323,8 @@ SUBRESOURCES: dict[tuple[str, str], Handler] = {
     ("binding", "create"): _bind,
     ("eviction", "create"): _evict,
     ("log", "get"): _log,
+    ("exec", "get"): _exec,
+    ("exec", "create"): _exec,
 }
 
 

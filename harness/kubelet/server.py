@@ -19,6 +19,7 @@ import orjson
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from harness.kubelet import execstream
 from harness.kubelet.runtime.crilog import CriLogError, read_log
 
 if TYPE_CHECKING:
@@ -107,7 +108,23 @@ def build_app(kubelet: Kubelet) -> web.Application:
         await response.write_eof()
         return response
 
+    async def exec_(request: web.Request) -> web.StreamResponse:
+        ns, name, container = (request.match_info[k] for k in ("namespace", "pod", "container"))
+        pod = kubelet.find_pod(ns, name)
+        if pod is None:
+            return _status(404, "NotFound", f'pod "{name}" in namespace "{ns}" is not on node '
+                                            f'"{kubelet.config.node_name}"')
+        attempts = kubelet.container_attempts(pod["metadata"]["uid"], container)
+        if not attempts or attempts[-1].state != "running":
+            return _status(400, "BadRequest", f"container {container} is not running in pod {name}")
+        command = request.query.getall("command", [])
+        if not command:
+            return _status(400, "BadRequest", "you must specify at least 1 command")
+        return await execstream.serve(request, kubelet.runtime.exec_command(attempts[-1].id, command),
+                                      argv=command, stdin=_flag(request, "input") or _flag(request, "stdin"))
+
     app = web.Application()
+    app.router.add_get("/exec/{namespace}/{pod}/{container}", exec_)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/pods", pods)

@@ -397,3 +397,17 @@ async def test_kubelet_serves_pods_and_metrics(client: Client, node: Node, kns: 
     assert "kubelet_pod_start_duration_seconds_bucket" in metrics
     assert f'kubelet_node_name{{node="{node.name}"}} 1.0' in metrics
     assert "counted" in {p["metadata"]["name"] for p in pods["items"]}
+
+
+async def test_kubectl_exec_streams_stdio_and_exit_code(client: Client, node: Node, kns: str) -> None:  # noqa: F811
+    await client.create(PODS, pod_body(node, "shell", [{"name": "app", "command": ["sleep", "1000"]}]), kns)
+    await wait_pod(client, kns, "shell", running, "running")
+    result = kubectl(node, "exec", "-n", kns, "shell", "--", "sh", "-c", "echo out; echo err >&2; exit 3")
+    assert result.returncode == 3, result.stderr
+    assert result.stdout == "out\n"
+    assert "err" in result.stderr
+    piped = subprocess.run(["kubectl", "--kubeconfig", str(node.kubeconfig), "exec", "-i", "-n", kns, "shell", "--",
+                            "sh", "-c", "tr a-z A-Z; hostname"], input="hello\n", capture_output=True, text=True,
+                           timeout=30, check=False)
+    assert piped.returncode == 0, piped.stderr
+    assert piped.stdout.split() == ["HELLO", "shell"]

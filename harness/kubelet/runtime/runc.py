@@ -454,6 +454,10 @@ class RuncRuntime:
         assert info is not None
         return info
 
+    def exec_command(self, id: str, argv: Argv) -> Argv:
+        """The `runc exec` command line that runs argv in container `id` (for streaming callers)."""
+        return [self.runc, "--root", str(self.runc_root), "exec", id, *argv]
+
     async def exec(
         self, id: str, argv: Argv, timeout: float, env: Argv | None = None  # noqa: ASYNC109 (as CRI's)
     ) -> ExecResult:
