@@ -1,0 +1,1 @@
+"""Cluster DNS: answers <svc>.<ns>.svc.cluster.local and friends from Services and Endpoints."""
