@@ -22,20 +22,25 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The `harness` parser; with `only`, just that subcommand's module is imported (each component
+    pulls in a lot — the apiserver the whole kubernetes client — and a kubelet should not wait for that)."""
     parser = argparse.ArgumentParser(prog="harness", description="A Kubernetes-style cluster in Python.")
     subs = parser.add_subparsers(dest="command", metavar="COMMAND")
     subs.required = True
     for name, (module_name, help_text) in COMMANDS.items():
-        module = importlib.import_module(module_name)
         sub = subs.add_parser(name, help=help_text, description=help_text)
-        module.add_arguments(sub)
-        sub.set_defaults(_module=module)
+        if only is None or name == only:
+            module = importlib.import_module(module_name)
+            module.add_arguments(sub)
+            sub.set_defaults(_module=module)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command = next((a for a in argv if not a.startswith("-")), None)
+    args = build_parser(command if command in COMMANDS else None).parse_args(argv)
     result: int = args._module.run(args)
     return result
 
