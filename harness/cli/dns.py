@@ -1,0 +1,61 @@
+"""`harness dns`: the cluster DNS server (CoreDNS's kubernetes plugin, answering from Services and Endpoints)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import logging
+import signal
+
+from harness.cli import logs
+from harness.dns.records import DEFAULT_DOMAIN, DEFAULT_REVERSE_CIDRS
+from harness.dns.server import Config, serve
+
+log = logging.getLogger("harness.dns")
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--kubeconfig", required=True, help="kubeconfig with the apiserver URL(s) and credentials")
+    p.add_argument("--bind-address", default="0.0.0.0", help="address for DNS on UDP and TCP (default 0.0.0.0)")
+    p.add_argument("--port", type=int, default=53, help="DNS port, UDP and TCP (default 53)")
+    p.add_argument("--cluster-domain", default=DEFAULT_DOMAIN, help="the cluster's DNS domain (default cluster.local)")
+    p.add_argument("--reverse-cidrs", default=",".join(DEFAULT_REVERSE_CIDRS), metavar="CIDR[,CIDR]",
+                   help="IPv4 ranges whose in-addr.arpa names are answered here; other reverse names are REFUSED "
+                        f"unless known (default {','.join(DEFAULT_REVERSE_CIDRS)})")
+    p.add_argument("--health-port", type=int, default=8080,
+                   help="port for /healthz, /readyz and /metrics, on the bind address (default 8080)")
+    p.add_argument("--log-level", default="info")
+
+
+def config_from(args: argparse.Namespace) -> Config:
+    for name, port in (("--port", args.port), ("--health-port", args.health_port)):
+        if not 0 <= port <= 65535:
+            raise SystemExit(f"harness dns: {name} must be between 0 and 65535")
+    cidrs = tuple(c.strip() for c in args.reverse_cidrs.split(",") if c.strip())
+    for cidr in cidrs:
+        try:
+            ipaddress.IPv4Network(cidr)
+        except ValueError as exc:
+            raise SystemExit(f"harness dns: --reverse-cidrs: {exc}") from None
+    domain = args.cluster_domain.strip(".")
+    if not domain:
+        raise SystemExit("harness dns: --cluster-domain must not be empty")
+    return Config(kubeconfig=args.kubeconfig, bind_address=args.bind_address, port=args.port,
+                  cluster_domain=domain, health_port=args.health_port, reverse_cidrs=cidrs)
+
+
+async def main(config: Config) -> int:
+    """Serve until SIGTERM/SIGINT (0), or 1 if the server could not start."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    code = await serve(config, stop=stop)
+    log.info("stopped")
+    return code
+
+
+def run(args: argparse.Namespace) -> int:
+    logs.setup("harness.dns", args.log_level)
+    return asyncio.run(main(config_from(args)))
