@@ -57,6 +57,7 @@ bench: deps
 	$(BIN)/python bench/controllers.py
 	$(BIN)/python bench/hollow.py
 	$(BIN)/python bench/pod_startup.py
+	$(BIN)/python bench/dns.py
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info reports
