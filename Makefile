@@ -58,6 +58,7 @@ bench: deps
 	$(BIN)/python bench/hollow.py
 	$(BIN)/python bench/pod_startup.py
 	$(BIN)/python bench/dns.py
+	$(BIN)/python bench/proxy_programming.py
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info reports

@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "dev": ("harness.cli.dev", "start or stop a local control plane (etcd + apiserver) on loopback"),
     "kubelet": ("harness.cli.kubelet", "run the node agent: pods in runc containers, pod network, logs API"),
     "images": ("harness.cli.images", "list and import the node's container images"),
+    "proxy": ("harness.cli.proxy", "run kube-proxy: Services and Endpoints as iptables rules on this node"),
     "dns": ("harness.cli.dns", "serve cluster DNS (<svc>.<ns>.svc.cluster.local) from Services and Endpoints"),
     "hollow-nodes": ("harness.cli.hollow", "simulate N nodes that run pods without running anything"),
 }
