@@ -17,9 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
-from harness.api import errors, registry
+from harness.api import errors, registry, validation
 from harness.apiserver import codec, discovery, handlers, openapi, subresources
 from harness.apiserver.admission import Chain, PluginContext, UserInfo
+from harness.apiserver.allocators import IPRange, PortRange, ServiceAllocations
+from harness.apiserver.kubernetes_service import ApiServerEndpoints
 from harness.apiserver.metrics import Metrics
 from harness.apiserver.state import STATE, ApiServer, Config
 from harness.apiserver.store import Store
@@ -204,6 +206,28 @@ async def _compactor(server: ApiServer) -> None:
             log.warning("compaction failed: %s", exc)
 
 
+def install_allocations(server: ApiServer) -> ServiceAllocations:
+    """Give the Service store its cluster IP and node port allocators (and the node port range to validate)."""
+    ports = PortRange(server.config.service_node_port_range)
+    allocations = ServiceAllocations(server.backend, IPRange(server.config.service_cluster_ip_range), ports)
+    store = server.stores[registry.by_path("", "v1", "services")]
+    store.lifecycle = allocations
+    store.validation_options = validation.Options(node_port_range=ports.bounds())
+    return allocations
+
+
+async def _repair(allocations: ServiceAllocations, interval: float) -> None:
+    """Upstream's repair loops: keys for Services' values, leaked keys freed."""
+    while True:
+        try:
+            restored, released = await allocations.repair()
+            if restored or released:
+                log.info("allocation repair: %d restored, %d released", restored, released)
+        except StorageError as exc:
+            log.warning("allocation repair failed: %s", exc)
+        await asyncio.sleep(interval)
+
+
 def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[[web.Application],
                                                                                   AsyncIterator[None]]:
     async def run(app: web.Application) -> AsyncIterator[None]:
@@ -217,15 +241,25 @@ def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[
             cache = WatchCache(kind, server.backend)
             server.caches[kind] = cache
             server.stores[kind] = Store(kind, server.backend, cache, server.chain)
+        allocations = install_allocations(server)
         await asyncio.gather(*(c.start() for c in server.caches.values()))
         await ensure_system_namespaces(server)
+        endpoints = ApiServerEndpoints(server, allocations.ip_range.first())
+        try:
+            await endpoints.tick()
+        except (errors.ApiError, StorageError) as exc:
+            log.error("default/kubernetes: %s", exc)
         tasks = [asyncio.create_task(_bookmarks(server), name="bookmarks"),
-                 asyncio.create_task(_compactor(server), name="compactor")]
+                 asyncio.create_task(_compactor(server), name="compactor"),
+                 asyncio.create_task(_repair(allocations, server.config.allocation_repair_interval),
+                                     name="allocation-repair"),
+                 asyncio.create_task(endpoints.run(), name="kubernetes-endpoints")]
         log.info("apiserver ready: %d kinds, etcd %s", len(registry.KINDS), server.config.etcd_servers)
         yield
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await endpoints.stop()
         for cache in server.caches.values():
             await cache.stop()
         await server.backend.close()

@@ -31,6 +31,14 @@ class Config:
     compaction_interval: float = 300.0
     #: How the apiserver reaches kubelets (pods/log): http until the cluster has a PKI.
     kubelet_scheme: str = "http"
+    #: Where Services get cluster IPs and node ports (--service-cluster-ip-range, --service-node-port-range).
+    service_cluster_ip_range: str = "10.96.0.0/12"
+    service_node_port_range: str = "30000-32767"
+    #: Seconds between runs of the allocation repair loop.
+    allocation_repair_interval: float = 60.0
+    #: This apiserver's identity Lease (kube-system/apiserver-<id>): how long it lasts, how often it is renewed.
+    identity_lease_duration_seconds: int = 15
+    identity_lease_renew_interval: float = 5.0
 
 
 @dataclass

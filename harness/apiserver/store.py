@@ -10,10 +10,10 @@ a client-supplied stale resourceVersion gets 409 Conflict; server-side read-modi
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -30,6 +30,28 @@ from harness.storage.backend import Backend, KeyExists, KeyNotFound, Record, Rev
 MAX_RETRIES = 32
 
 Mutation = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+class Claims(Protocol):
+    """What a lifecycle claimed for one write: committed when the write lands, reverted when it fails."""
+
+    async def commit(self) -> None: ...
+
+    async def revert(self) -> None: ...
+
+
+class Lifecycle(Protocol):
+    """Kind-specific resources held by stored objects (a Service's cluster IP and node ports).
+
+    `begin_create`/`begin_update` run after validation and may fill in what they allocate;
+    `deleted` runs once the object is really gone from storage.
+    """
+
+    async def begin_create(self, obj: dict[str, Any], *, dry_run: bool = False) -> Claims: ...
+
+    async def begin_update(self, new: dict[str, Any], old: dict[str, Any], *, dry_run: bool = False) -> Claims: ...
+
+    async def deleted(self, obj: dict[str, Any]) -> None: ...
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -73,6 +95,9 @@ class Store:
         self.cache = cache
         self.chain = chain
         self.strategy = strategies.strategy_for(kind)
+        #: Set by the app for kinds that hold allocations (Services); see `Lifecycle`.
+        self.lifecycle: Lifecycle | None = None
+        self.validation_options: validation.Options = validation.DEFAULT_OPTIONS
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -118,22 +143,27 @@ class Store:
         strategies.prepare_for_create(self.kind, obj, namespace=namespace)
         await self.chain.admit(self._attrs("CREATE", namespace, md.get("name") or "", obj, None, user,
                                            dry_run=dry_run))
-        validation.validate_create(self.kind, obj)
+        validation.validate_create(self.kind, obj, options=self.validation_options)
+        claims = await self.lifecycle.begin_create(obj, dry_run=dry_run) if self.lifecycle else None
         if dry_run:
             return obj
+        revision = await _settle(claims, self._create(namespace, obj, generated))
+        md["resourceVersion"] = str(revision)
+        return obj
+
+    async def _create(self, namespace: str, obj: dict[str, Any], generated: bool) -> int:
+        md = obj["metadata"]
         # A generated name that happens to be taken gets another try, as upstream retries.
         for attempt in range(3 if generated else 1):
             try:
-                revision = await self.backend.create(self.kind.key(namespace, md["name"]), encode(obj))
-                break
+                return await self.backend.create(self.kind.key(namespace, md["name"]), encode(obj))
             except KeyExists:
                 if attempt == (2 if generated else 0):
                     raise errors.AlreadyExists(f'{self.kind.resource} "{md["name"]}" already exists',
                                                kind=self.kind.plural, name=md["name"],
                                                group=self.kind.group) from None
                 md["name"] = meta.generate_name(md["generateName"])
-        md["resourceVersion"] = str(revision)
-        return obj
+        raise AssertionError("unreachable")
 
     # -- update --------------------------------------------------------------------------
 
@@ -181,16 +211,24 @@ class Store:
             defaults.apply_defaults(self.kind, new)
         await self.chain.admit(self._attrs("UPDATE", namespace, name, new, old, user, subresource, dry_run))
         if subresource == "status":
-            validation.validate_status_update(self.kind, new, old)
+            validation.validate_status_update(self.kind, new, old, options=self.validation_options)
         elif not subresource:
-            validation.validate_update(self.kind, new, old)
+            validation.validate_update(self.kind, new, old, options=self.validation_options)
+        claims = None
+        if self.lifecycle is not None and not subresource:
+            claims = await self.lifecycle.begin_update(new, old, dry_run=dry_run)
         meta.metadata(new)["resourceVersion"] = str(rec.revision)
         if new == old or dry_run:
+            if claims is not None:
+                await claims.revert()
             return new
-        if self._finished_terminating(new):
-            revision = await self.backend.delete(rec.key, revision=rec.revision)
-        else:
-            revision = await self.backend.update(rec.key, encode(new), revision=rec.revision)
+        gone = self._finished_terminating(new)
+        write = self.backend.delete(rec.key, revision=rec.revision) if gone else \
+            self.backend.update(rec.key, encode(new), revision=rec.revision)
+        revision = await _settle(claims, write)
+        if gone and self.lifecycle is not None:
+            await self.lifecycle.deleted(new)
+            await self.lifecycle.deleted(old)
         meta.metadata(new)["resourceVersion"] = str(revision)
         return new
 
@@ -219,6 +257,8 @@ class Store:
                     if not opts.dry_run:
                         revision = await self.backend.delete(rec.key, revision=rec.revision)
                         meta.metadata(obj)["resourceVersion"] = str(revision)
+                        if self.lifecycle is not None:
+                            await self.lifecycle.deleted(obj)
                     return obj, True
                 if new == obj or opts.dry_run:
                     return new, False
@@ -291,4 +331,17 @@ class Store:
                             "uid": md.get("uid", "")}}
 
 
-__all__ = ["DeleteOptions", "FieldSelector", "LabelSelector", "ListOptions", "Store", "encode"]
+__all__ = ["Claims", "DeleteOptions", "FieldSelector", "LabelSelector", "Lifecycle", "ListOptions", "Store", "encode"]
+
+
+async def _settle(claims: Claims | None, write: Awaitable[int]) -> int:
+    """Run the storage write; keep what was claimed for it if it succeeds, give it back if not."""
+    try:
+        revision = await write
+    except BaseException:
+        if claims is not None:
+            await claims.revert()
+        raise
+    if claims is not None:
+        await claims.commit()
+    return revision

@@ -7,6 +7,7 @@ import logging
 
 from aiohttp import web
 
+from harness.apiserver.allocators import IPRange, PortRange, RangeError
 from harness.apiserver.app import build_app
 from harness.apiserver.state import Config
 from harness.cli import logs
@@ -30,6 +31,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tolerationSeconds DefaultTolerationSeconds gives pods for node.kubernetes.io/unreachable")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between etcd compactions (default 300)")
+    p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12",
+                   help="CIDR Services get cluster IPs from; the first address is the kubernetes Service's "
+                        "(default 10.96.0.0/12)")
+    p.add_argument("--service-node-port-range", default="30000-32767",
+                   help="inclusive port range NodePort Services get node ports from (default 30000-32767)")
+    p.add_argument("--identity-lease-duration-seconds", type=int, default=15, metavar="SECONDS",
+                   help="duration of this apiserver's kube-system identity Lease; the kubernetes Endpoints list "
+                        "apiservers whose lease has not expired (default 15)")
+    p.add_argument("--identity-lease-renew-interval-seconds", type=float, default=5.0, metavar="SECONDS",
+                   help="seconds between renewals of the identity Lease (default 5)")
     p.add_argument("--log-level", default="info")
 
 
@@ -37,12 +48,23 @@ def config_from(args: argparse.Namespace) -> Config:
     servers = [s.strip() for s in args.etcd_servers.split(",") if s.strip()]
     if not servers:
         raise SystemExit("harness apiserver: --etcd-servers needs at least one URL, e.g. http://127.0.0.1:2379")
+    try:
+        IPRange(args.service_cluster_ip_range)
+        PortRange(args.service_node_port_range)
+    except RangeError as exc:
+        raise SystemExit(f"harness apiserver: {exc}") from None
+    if args.identity_lease_duration_seconds <= 0 or args.identity_lease_renew_interval_seconds <= 0:
+        raise SystemExit("harness apiserver: identity lease duration and renew interval must be positive")
     plugins = tuple(p.strip() for p in args.enable_admission_plugins.split(",") if p.strip())
     return Config(etcd_servers=servers, bind_address=args.bind_address, port=args.port,
                   advertise_address=args.advertise_address or args.bind_address,
                   admission_plugins=plugins, compaction_interval=args.compaction_interval,
                   default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
-                  default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds)
+                  default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
+                  service_cluster_ip_range=args.service_cluster_ip_range,
+                  service_node_port_range=args.service_node_port_range,
+                  identity_lease_duration_seconds=args.identity_lease_duration_seconds,
+                  identity_lease_renew_interval=args.identity_lease_renew_interval_seconds)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -32,7 +32,8 @@ import pytest
 from tests.integration.apiserver_fixtures import ApiServerProcess, start_apiserver, stop_apiserver
 
 CGROUP_ROOT = "/sys/fs/cgroup"
-SUBNETS = range(192, 224)  # third octet of 192.168.<n>.0/24 test node networks
+SUBNETS = range(192, 224)
+SERVICE_CIDR = "10.96.0.0/12"  # third octet of 192.168.<n>.0/24 test node networks
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -188,6 +189,8 @@ def make_network(etcd: Any, workdir: Path) -> Network:
         sh("ip", "link", "add", net.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{net.host_ip}/24", "dev", net.bridge)
         sh("ip", "link", "set", net.bridge, "up")
+        # what escapes a node to the service range must never reach the host's default route
+        sh("ip", "route", "replace", "unreachable", SERVICE_CIDR)
         net.apiserver = start_apiserver(etcd.endpoint, workdir, host=net.host_ip,
                                         extra=["--compaction-interval", "100000"])
     except Exception:
@@ -200,6 +203,8 @@ def destroy_network(net: Network) -> None:
     if net.apiserver is not None:
         stop_apiserver(net.apiserver)
     sh("ip", "link", "delete", net.bridge, check=False)
+    if "hkb-" not in sh("ip", "-o", "link", "show", "type", "bridge").stdout:  # the last test network is gone
+        sh("ip", "route", "delete", "unreachable", SERVICE_CIDR, check=False)
 
 
 def make_node(net: Network, workdir: Path, index: int = 0) -> Node:
@@ -217,6 +222,9 @@ def make_node(net: Network, workdir: Path, index: int = 0) -> Node:
         sh(*ns, "addr", "add", f"{ip}/24", "dev", "eth0")
         sh(*ns, "link", "set", "eth0", "up")
         sh(*ns, "link", "set", "lo", "up")
+        # the service range goes to the node network's gateway, as a default route would take it: kube-proxy's
+        # DNAT rewrites it first, so nothing is actually sent there (the host has it unreachable, see make_network)
+        sh(*ns, "route", "add", SERVICE_CIDR, "via", net.host_ip)
     except Exception:
         sh("ip", "netns", "delete", netns, check=False)
         sh("ip", "link", "delete", host_if, check=False)

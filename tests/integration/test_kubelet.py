@@ -96,9 +96,10 @@ def running(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") == "Running" and "running" in cstatus(pod).get("state", {})
 
 
-def kubectl(node: Node, *args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:  # noqa: F811
+def kubectl(node: Node, *args: str, timeout: float = 30,  # noqa: F811
+            stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(["kubectl", "--kubeconfig", str(node.kubeconfig), *args], capture_output=True, text=True,
-                          timeout=timeout, check=False)
+                          timeout=timeout, check=False, input=stdin)
 
 
 # -- the node -----------------------------------------------------------------------------------
@@ -406,8 +407,7 @@ async def test_kubectl_exec_streams_stdio_and_exit_code(client: Client, node: No
     assert result.returncode == 3, result.stderr
     assert result.stdout == "out\n"
     assert "err" in result.stderr
-    piped = subprocess.run(["kubectl", "--kubeconfig", str(node.kubeconfig), "exec", "-i", "-n", kns, "shell", "--",
-                            "sh", "-c", "tr a-z A-Z; hostname"], input="hello\n", capture_output=True, text=True,
-                           timeout=30, check=False)
+    piped = kubectl(node, "exec", "-i", "-n", kns, "shell", "--", "sh", "-c", "tr a-z A-Z; hostname",
+                    stdin="hello\n")
     assert piped.returncode == 0, piped.stderr
     assert piped.stdout.split() == ["HELLO", "shell"]
