@@ -43,10 +43,18 @@ class Cluster:
     network: Network
     nodes: list[Node]
     procs: list[subprocess.Popen[bytes]]
+    workdir: Path
 
     @property
     def kubeconfig(self) -> Path:
         return self.nodes[0].kubeconfig
+
+    def start_proxy(self, node: Node) -> subprocess.Popen[bytes]:
+        proc = _spawn(["proxy", "--kubeconfig", str(self.kubeconfig), "--hostname-override", node.name,
+                       "--iptables-min-sync-period", "0.2", "--healthz-bind-address", f"{node.ip}:10256"],
+                      self.workdir / f"proxy-{node.name}.log", node.netns)
+        self.procs.append(proc)
+        return proc
 
 
 def _spawn(args: list[str], log: Path, netns: str = "") -> subprocess.Popen[bytes]:
@@ -62,6 +70,7 @@ def cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Itera
     nodes: list[Node] = []
     procs: list[subprocess.Popen[bytes]] = []
     routes: list[str] = []
+    made = Cluster(network, nodes, procs, workdir)
     try:
         for i in range(2):
             node = make_node(network, workdir, index=i)
@@ -69,9 +78,7 @@ def cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Itera
             node.start_kubelet()
         kc = str(nodes[0].kubeconfig)
         for node in nodes:
-            procs.append(_spawn(["proxy", "--kubeconfig", kc, "--hostname-override", node.name,
-                                 "--iptables-min-sync-period", "0.2", "--healthz-bind-address", f"{node.ip}:10256"],
-                                workdir / f"proxy-{node.name}.log", node.netns))
+            made.start_proxy(node)
             sh("ip", "route", "replace", node.pod_cidr, "via", node.ip)
             routes.append(node.pod_cidr)
         procs.append(_spawn(["controller-manager", "--kubeconfig", kc, "--controllers", "endpoints",
@@ -80,7 +87,7 @@ def cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Itera
                              "--health-port", str(free_port())], workdir / "dns.log"))
         for node in nodes:
             wait_node_ready(node)
-        yield Cluster(network, nodes, procs)
+        yield made
     finally:
         for proc in procs:
             proc.terminate()
@@ -110,9 +117,10 @@ async def web(cluster: Cluster) -> AsyncIterator[dict[str, Any]]:
                 "apiVersion": "v1", "kind": "Pod", "metadata": {"name": f"web-{i}", "labels": {"app": "web"}},
                 "spec": {"nodeName": node.name, "terminationGracePeriodSeconds": 0, "containers": [{
                     "name": "httpd", "image": "busybox", "imagePullPolicy": "IfNotPresent",
-                    "command": ["sh", "-c", "hostname > /tmp/index.html; httpd -f -p 8080 -h /tmp"],
+                    "command": ["sh", "-c", "hostname > /tmp/index.html; touch /tmp/ready; httpd -f -p 8080 -h /tmp"],
                     "ports": [{"containerPort": 8080, "name": "http"}],
-                    "readinessProbe": {"tcpSocket": {"port": 8080}, "periodSeconds": 1}}]}}, ns)
+                    "readinessProbe": {"exec": {"command": ["test", "-f", "/tmp/ready"]}, "periodSeconds": 1}}]}},
+                ns)
         svc = await client.create(SERVICES, {
             "apiVersion": "v1", "kind": "Service", "metadata": {"name": "web"},
             "spec": {"type": "NodePort", "selector": {"app": "web"},
@@ -127,16 +135,22 @@ async def web(cluster: Cluster) -> AsyncIterator[dict[str, Any]]:
 
         await wait_for(three_ready, within=30, what="3 ready endpoints for web")
 
-        async def programmed() -> bool:  # every kube-proxy has the three endpoints in its rules
-            for node in cluster.nodes:
-                rules = node.run_in("iptables-save", "-t", "nat").stdout.splitlines()
-                if sum(1 for r in rules if f"{ns}/web:http" in r and "-j KUBE-SEP-" in r) != 3:
-                    return False
-            return True
-
-        await wait_for(programmed, within=10, what="kube-proxy rules for 3 endpoints on every node")
+        await wait_programmed(cluster, ns, 3)
         yield {"ns": ns, "ip": svc["spec"]["clusterIP"], "node_port": svc["spec"]["ports"][0]["nodePort"],
                "client": client}
+
+
+async def wait_programmed(cluster: Cluster, ns: str, endpoints: int) -> None:
+    """Until every node's kube-proxy has exactly `endpoints` endpoints of web in its rules."""
+
+    async def programmed() -> bool:
+        for node in cluster.nodes:
+            rules = node.run_in("iptables-save", "-t", "nat").stdout.splitlines()
+            if sum(1 for r in rules if f"{ns}/web:http" in r and "-j KUBE-SEP-" in r) != endpoints:
+                return False
+        return True
+
+    await wait_for(programmed, within=10, what=f"kube-proxy rules for {endpoints} endpoints on every node")
 
 
 async def _kube_dns(client: Client, dns_ip: str) -> None:
@@ -214,6 +228,72 @@ async def test_pods_resolve_the_service_name_through_cluster_dns(cluster: Cluste
     assert len(hostnames(log)) >= 1
 
 
+async def test_headless_service_resolves_to_the_pod_ips(cluster: Cluster, web: dict[str, Any]) -> None:
+    client, ns = web["client"], web["ns"]
+    await client.create(SERVICES, {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "peers"},
+                                   "spec": {"clusterIP": "None", "selector": {"app": "web"},
+                                            "ports": [{"name": "http", "port": 8080}]}}, ns)
+    pod_ips = {(await client.get(PODS, f"web-{i}", ns))["status"]["podIP"] for i in range(3)}
+
+    async def listed() -> bool:
+        try:
+            ep = await client.get(ENDPOINTS, "peers", ns)
+        except errors.NotFound:
+            return False
+        return {a["ip"] for s in ep.get("subsets") or [] for a in s.get("addresses") or []} == pod_ips
+
+    await wait_for(listed, within=20, what="headless endpoints")
+    log = await run_client(client, ns, cluster.nodes[1], "peers", f"nslookup peers.{ns}.svc.cluster.local")
+    assert pod_ips <= set(log.split()), log
+
+
+def kubectl_exec(node: Node, ns: str, pod: str, *argv: str) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(["kubectl", "--kubeconfig", str(node.kubeconfig), "exec", "-n", ns, pod, "--", *argv],
+                          capture_output=True, timeout=30, check=False)
+
+
+def _rotation(node: Node, ip: str, tries: int = 24) -> set[str]:
+    seen: set[str] = set()
+    for _ in range(tries):
+        try:
+            seen |= hostnames(node.run_in("busybox", "wget", "-q", "-O-", f"http://{ip}/", timeout=3).stdout)
+        except subprocess.TimeoutExpired:
+            seen.add("(no answer)")
+    return seen
+
+
+async def test_an_unready_pod_leaves_the_rotation_and_comes_back(cluster: Cluster, web: dict[str, Any]) -> None:
+    node = cluster.nodes[0]
+    assert kubectl_exec(node, web["ns"], "web-1", "rm", "/tmp/ready").returncode == 0
+
+    async def without_web_1() -> bool:
+        return _rotation(node, web["ip"]) == {"web-0", "web-2"}
+
+    await wait_for(without_web_1, within=20, what="web-1 out of rotation while unready")
+    assert kubectl_exec(node, web["ns"], "web-1", "touch", "/tmp/ready").returncode == 0
+
+    async def all_back() -> bool:
+        return _rotation(node, web["ip"]) == {"web-0", "web-1", "web-2"}
+
+    await wait_for(all_back, within=20, what="web-1 back in rotation once ready")
+
+
+async def test_traffic_keeps_flowing_across_a_kube_proxy_restart(cluster: Cluster, web: dict[str, Any]) -> None:
+    node = cluster.nodes[0]
+    proxy = next(p for p in cluster.procs if f"--net=/run/netns/{node.netns}" in p.args)  # type: ignore[operator]
+    proxy.terminate()
+    proxy.wait(15)
+    cluster.procs.remove(proxy)
+    assert _rotation(node, web["ip"], tries=12)  # the rules stay while kube-proxy is away
+    cluster.start_proxy(node)
+
+    async def healthy() -> bool:
+        return node.run_in("busybox", "wget", "-q", "-O-", f"http://{node.ip}:10256/healthz").returncode == 0
+
+    await wait_for(healthy, within=20, what="restarted kube-proxy healthy")
+    assert _rotation(node, web["ip"]) == {"web-0", "web-1", "web-2"}
+
+
 async def test_a_deleted_pod_leaves_the_rotation(cluster: Cluster, web: dict[str, Any]) -> None:
     client, ns = web["client"], web["ns"]
     await client.delete(PODS, "web-2", ns, grace_period=0)
@@ -223,12 +303,9 @@ async def test_a_deleted_pod_leaves_the_rotation(cluster: Cluster, web: dict[str
         return sum(len(s.get("addresses") or []) for s in ep.get("subsets") or []) == 2
 
     await wait_for(two_left, within=20, what="web-2 out of the endpoints")
+    await wait_programmed(cluster, ns, 2)
 
     async def out_of_rotation() -> bool:
-        seen: set[str] = set()
-        for _ in range(20):
-            seen |= hostnames(cluster.nodes[0].run_in("busybox", "wget", "-q", "-O-", f"http://{web['ip']}/",
-                                                      timeout=10).stdout)
-        return seen == {"web-0", "web-1"}
+        return _rotation(cluster.nodes[0], web["ip"]) == {"web-0", "web-1"}
 
     await wait_for(out_of_rotation, within=10, what="only web-0 and web-1 answer")
