@@ -59,6 +59,7 @@ bench: deps
 	$(BIN)/python bench/pod_startup.py
 	$(BIN)/python bench/dns.py
 	$(BIN)/python bench/proxy_programming.py
+	$(BIN)/python bench/services.py
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info reports

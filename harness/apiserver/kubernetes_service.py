@@ -13,15 +13,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
-import ipaddress
 import logging
 import uuid
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
-from harness.api import errors, meta, registry
-from harness.api.nodes import micro_time
+from harness.api import errors, identity, meta, registry
 from harness.apiserver.admission import UserInfo
 from harness.apiserver.state import ApiServer
 from harness.apiserver.store import DeleteOptions
@@ -32,11 +29,12 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = "kubernetes"
 SERVICE_NAMESPACE = "default"
-LEASE_NAMESPACE = "kube-system"
+LEASE_NAMESPACE = identity.LEASE_NAMESPACE
 IDENTITY_LABEL = "apiserver.kubernetes.io/identity"
 IDENTITY_VALUE = "kube-apiserver"
-ADDRESS_ANNOTATION = "harness.io/advertise-address"
-PORT_ANNOTATION = "harness.io/advertise-port"
+IDENTITY = (IDENTITY_LABEL, IDENTITY_VALUE)
+ADDRESS_ANNOTATION = identity.ADDRESS_ANNOTATION
+PORT_ANNOTATION = identity.PORT_ANNOTATION
 SERVICE_LABELS = {"component": "apiserver", "provider": "kubernetes"}
 SYSTEM_USER = UserInfo("system:apiserver", ("system:masters",))
 
@@ -45,20 +43,8 @@ ENDPOINTS = registry.by_path("", "v1", "endpoints")
 LEASES = registry.by_path("coordination.k8s.io", "v1", "leases")
 
 
-def advertised_address(address: str, bind_address: str) -> str:
-    """The address the apiserver is reached at: the advertise address, else a specific bind address."""
-    for candidate in (address, bind_address):
-        try:
-            if candidate and not ipaddress.ip_address(candidate).is_unspecified:
-                return candidate
-        except ValueError:
-            continue
-    return "127.0.0.1"
-
-
 def lease_name(address: str, port: int) -> str:
-    """A stable name per apiserver endpoint, so a restarted apiserver takes its own lease back."""
-    return "apiserver-" + hashlib.sha256(f"{address}:{port}".encode()).hexdigest()[:24]
+    return identity.lease_name("apiserver", address, port)
 
 
 def kubernetes_service(cluster_ip: str, port: int) -> dict[str, Any]:
@@ -76,40 +62,12 @@ def ports_match(service: dict[str, Any]) -> bool:
                                                                       ("protocol", "TCP")))
 
 
-def lease_expired(lease: dict[str, Any], now: datetime) -> bool:
-    spec = lease.get("spec") or {}
-    renewed = spec.get("renewTime") or spec.get("acquireTime")
-    if not renewed:
-        return True
-    try:
-        until = meta.parse_time(str(renewed)) + timedelta(seconds=int(spec.get("leaseDurationSeconds") or 0))
-    except ValueError:
-        return True
-    return until < now
-
-
 def live_endpoints(leases: list[dict[str, Any]], now: datetime) -> list[tuple[str, int]]:
-    """(address, port) of every unexpired apiserver identity lease that says where it serves."""
-    live = set()
-    for lease in leases:
-        md = lease.get("metadata") or {}
-        if (md.get("labels") or {}).get(IDENTITY_LABEL) != IDENTITY_VALUE or lease_expired(lease, now):
-            continue
-        annotations = md.get("annotations") or {}
-        try:
-            live.add((str(annotations[ADDRESS_ANNOTATION]), int(annotations[PORT_ANNOTATION])))
-        except (KeyError, ValueError):
-            continue
-    return sorted(live)
+    return identity.live_endpoints(leases, now, IDENTITY)
 
 
 def endpoint_subsets(endpoints: list[tuple[str, int]]) -> list[dict[str, Any]]:
-    """One subset per port, addresses sorted: what the `kubernetes` Endpoints hold."""
-    by_port: dict[int, list[str]] = {}
-    for address, port in endpoints:
-        by_port.setdefault(port, []).append(address)
-    return [{"addresses": [{"ip": ip} for ip in sorted(set(ips))],
-             "ports": [{"name": "https", "port": port, "protocol": "TCP"}]} for port, ips in sorted(by_port.items())]
+    return identity.endpoint_subsets(endpoints, [("https", "TCP")])
 
 
 class ApiServerEndpoints:
@@ -120,7 +78,7 @@ class ApiServerEndpoints:
         self.server = server
         self.cluster_ip = cluster_ip
         self.port = config.port
-        self.address = advertised_address(config.advertise_address, config.bind_address)
+        self.address = identity.advertised_address(config.advertise_address, config.bind_address)
         self.lease_name = lease_name(self.address, self.port)
         self.holder = f"kube-apiserver-{uuid.uuid4()}"
         self.duration = max(1, int(config.identity_lease_duration_seconds))
@@ -148,31 +106,13 @@ class ApiServerEndpoints:
 
     # -- the lease -------------------------------------------------------------------------------
 
-    def _lease(self, now: datetime) -> dict[str, Any]:
-        return {"apiVersion": "coordination.k8s.io/v1", "kind": "Lease",
-                "metadata": {"name": self.lease_name, "namespace": LEASE_NAMESPACE,
-                             "labels": {IDENTITY_LABEL: IDENTITY_VALUE},
-                             "annotations": {ADDRESS_ANNOTATION: self.address, PORT_ANNOTATION: str(self.port)}},
-                "spec": {"holderIdentity": self.holder, "leaseDurationSeconds": self.duration,
-                         "acquireTime": micro_time(now), "renewTime": micro_time(now)}}
-
     async def renew_lease(self) -> None:
-        store, now = self.server.stores[LEASES], meta.now()
-        wanted = self._lease(now)
-
-        def renew(obj: dict[str, Any]) -> dict[str, Any]:
-            md = obj["metadata"]
-            md["labels"] = {**(md.get("labels") or {}), **wanted["metadata"]["labels"]}
-            md["annotations"] = {**(md.get("annotations") or {}), **wanted["metadata"]["annotations"]}
-            spec = obj.setdefault("spec", {})
-            if spec.get("holderIdentity") != self.holder:
-                spec["acquireTime"] = wanted["spec"]["acquireTime"]
-            spec.update(holderIdentity=self.holder, leaseDurationSeconds=self.duration,
-                        renewTime=wanted["spec"]["renewTime"])
-            return obj
-
+        store = self.server.stores[LEASES]
+        wanted = identity.identity_lease(self.lease_name, IDENTITY, self.address, self.port, self.holder,
+                                         self.duration, meta.now())
         try:
-            await store.guaranteed_update(LEASE_NAMESPACE, self.lease_name, renew, user=SYSTEM_USER)
+            await store.guaranteed_update(LEASE_NAMESPACE, self.lease_name, lambda obj: identity.renewed(obj, wanted),
+                                          user=SYSTEM_USER)
         except errors.NotFound:
             with contextlib.suppress(errors.AlreadyExists):
                 await store.create(LEASE_NAMESPACE, wanted, user=SYSTEM_USER)
@@ -189,7 +129,7 @@ class ApiServerEndpoints:
         leases = await self._leases()
         live = [e for e in live_endpoints(leases, now) if not (without_self and e == (self.address, self.port))]
         for lease in leases:
-            if lease_expired(lease, now) and ((lease.get("metadata") or {}).get("labels") or {}).get(IDENTITY_LABEL):
+            if identity.lease_expired(lease, now) and identity.carries(lease, IDENTITY):
                 await self._delete_lease(lease)
         subsets = endpoint_subsets(live)
         store = self.server.stores[ENDPOINTS]
@@ -244,5 +184,4 @@ class ApiServerEndpoints:
             log.warning("removing this apiserver from default/kubernetes failed: %s", exc)
 
 
-__all__ = ["ApiServerEndpoints", "advertised_address", "endpoint_subsets", "kubernetes_service", "lease_expired",
-           "lease_name", "live_endpoints"]
+__all__ = ["ApiServerEndpoints", "endpoint_subsets", "kubernetes_service", "lease_name", "live_endpoints"]

@@ -25,6 +25,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         f"unless known (default {','.join(DEFAULT_REVERSE_CIDRS)})")
     p.add_argument("--health-port", type=int, default=8080,
                    help="port for /healthz, /readyz and /metrics, on the bind address (default 8080)")
+    p.add_argument("--service-ip", default="10.96.0.10",
+                   help="keep kube-system/kube-dns at this ClusterIP pointing at this server ('' = do not)")
+    p.add_argument("--advertise-address", default="",
+                   help="address put in the kube-dns Endpoints (default: the bind address unless 0.0.0.0)")
     p.add_argument("--log-level", default="info")
 
 
@@ -42,7 +46,8 @@ def config_from(args: argparse.Namespace) -> Config:
     if not domain:
         raise SystemExit("harness dns: --cluster-domain must not be empty")
     return Config(kubeconfig=args.kubeconfig, bind_address=args.bind_address, port=args.port,
-                  cluster_domain=domain, health_port=args.health_port, reverse_cidrs=cidrs)
+                  cluster_domain=domain, health_port=args.health_port, reverse_cidrs=cidrs,
+                  service_ip=args.service_ip, advertise_address=args.advertise_address)
 
 
 async def main(config: Config) -> int:

@@ -23,13 +23,14 @@ from typing import Any, cast
 from dnslib import CLASS, EDNS0, OPCODE, QTYPE, RCODE, DNSError, DNSHeader, DNSRecord
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from harness.api import registry
+from harness.api import identity, registry
 from harness.client import rest
 from harness.client.rest import Client
 from harness.dns.records import DEFAULT_DOMAIN, DEFAULT_REVERSE_CIDRS, Resolver
 from harness.machinery import informer
 from harness.machinery.health import health_server
 from harness.machinery.informer import IndexFunc, Informer, index_by_namespace
+from harness.machinery.selfservice import ServiceRegistrar
 
 log = logging.getLogger("harness.dns")
 
@@ -244,6 +245,21 @@ class Config:
     health_port: int = 8080
     reverse_cidrs: tuple[str, ...] = DEFAULT_REVERSE_CIDRS
     pods: bool = True
+    #: Keep kube-system/kube-dns (this IP) and its Endpoints pointing at this server; "" = leave them alone.
+    service_ip: str = ""
+    advertise_address: str = ""
+
+
+KUBE_DNS = ("k8s-app", "kube-dns")
+
+
+def kube_dns_service(cluster_ip: str) -> dict[str, Any]:
+    """kube-system/kube-dns as kubeadm makes it: DNS on 53/UDP and 53/TCP, metrics on 9153."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": {"name": "kube-dns", "namespace": "kube-system",
+                         "labels": {KUBE_DNS[0]: KUBE_DNS[1], "kubernetes.io/name": "CoreDNS"}},
+            "spec": {"clusterIP": cluster_ip, "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
+                                                         {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}}
 
 
 class DnsServer:
@@ -263,6 +279,12 @@ class DnsServer:
         self.handler = Handler(self.resolver, self.metrics, ready=lambda: self.ready)
         self.listeners: Listeners | None = None
         self.started = asyncio.Event()
+        self.registrar: ServiceRegistrar | None = None
+        if config.service_ip:
+            self.registrar = ServiceRegistrar(
+                self.client, kube_dns_service(config.service_ip), label=KUBE_DNS, lease_prefix="kube-dns",
+                address=identity.advertised_address(config.advertise_address, config.bind_address),
+                port=config.port, ports=[("dns", "UDP"), ("dns-tcp", "TCP")])
 
     def _changed(self, obj: dict[str, Any]) -> None:
         self.resolver.invalidate()
@@ -295,8 +317,12 @@ class DnsServer:
                     await informer.wait_all_synced(*informers)
                     log.info("caches synced: %d services, %d endpoints", len(self.services.cache),
                              len(self.endpoints.cache))
+                    if self.registrar is not None:
+                        await self.registrar.run()
                     await asyncio.Event().wait()
                 finally:
+                    if self.registrar is not None:
+                        await asyncio.shield(self.registrar.stop())
                     await informer.stop_all(*informers)
         finally:
             await self.listeners.close()

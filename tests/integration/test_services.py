@@ -3,15 +3,14 @@
 Three busybox httpd pods behind a NodePort Service `web`, a client pod on the other node: the
 ClusterIP answers from pods and from each node, spreading over all three pods; the NodePort
 answers on every node IP; a deleted pod leaves the rotation; pods resolve
-`web.<ns>.svc.cluster.local` through the kube-dns Service (10.96.0.10), whose Endpoints point
-at `harness dns` on the host side of the node network. The host gets routes to the nodes'
+`web.<ns>.svc.cluster.local` through the kube-dns Service (10.96.0.10), which `harness dns`
+(on the host side of the node network) keeps pointing at itself. The host gets routes to the nodes'
 pod CIDRs via the node IPs (as every machine of a host-gw network has), so DNS answers reach
 pods; they are removed with the network.
 """
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import uuid
@@ -84,7 +83,7 @@ def cluster(network: Network, tmp_path_factory: pytest.TempPathFactory) -> Itera
         procs.append(_spawn(["controller-manager", "--kubeconfig", kc, "--controllers", "endpoints",
                              "--leader-elect=false", "--secure-port", str(free_port())], workdir / "cm.log"))
         procs.append(_spawn(["dns", "--kubeconfig", kc, "--bind-address", network.host_ip, "--port", "53",
-                             "--health-port", str(free_port())], workdir / "dns.log"))
+                             "--health-port", str(free_port()), "--service-ip", "10.96.0.10"], workdir / "dns.log"))
         for node in nodes:
             wait_node_ready(node)
         yield made
@@ -109,7 +108,7 @@ async def web(cluster: Cluster) -> AsyncIterator[dict[str, Any]]:
     async with Client.from_kubeconfig(cluster.kubeconfig) as client:
         for n in cluster.nodes:  # what the node IPAM controller would do
             await client.patch(NODES, n.name, {"spec": {"podCIDR": n.pod_cidr, "podCIDRs": [n.pod_cidr]}})
-        await _kube_dns(client, cluster.network.host_ip)
+        await _kube_dns_registered(client, cluster.network.host_ip)
         ns = f"svc-{uuid.uuid4().hex[:6]}"
         await client.create(NAMESPACES, {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}})
         for i, node in enumerate([cluster.nodes[0], cluster.nodes[0], cluster.nodes[1]]):
@@ -153,22 +152,19 @@ async def wait_programmed(cluster: Cluster, ns: str, endpoints: int) -> None:
     await wait_for(programmed, within=10, what=f"kube-proxy rules for {endpoints} endpoints on every node")
 
 
-async def _kube_dns(client: Client, dns_ip: str) -> None:
-    with contextlib.suppress(errors.AlreadyExists):
-        await client.create(SERVICES, {
-            "apiVersion": "v1", "kind": "Service", "metadata": {"name": "kube-dns", "labels": {"k8s-app": "kube-dns"}},
-            "spec": {"clusterIP": "10.96.0.10", "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-                                                          {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}},
-            "kube-system")
-    body = {"apiVersion": "v1", "kind": "Endpoints", "metadata": {"name": "kube-dns", "namespace": "kube-system"},
-            "subsets": [{"addresses": [{"ip": dns_ip}], "ports": [{"name": "dns", "port": 53, "protocol": "UDP"},
-                                                                  {"name": "dns-tcp", "port": 53, "protocol": "TCP"}]}]}
-    try:
-        await client.create(ENDPOINTS, body, "kube-system")
-    except errors.AlreadyExists:
-        current = await client.get(ENDPOINTS, "kube-dns", "kube-system")
-        body["metadata"]["resourceVersion"] = current["metadata"]["resourceVersion"]
-        await client.update(ENDPOINTS, body)
+async def _kube_dns_registered(client: Client, dns_ip: str) -> None:
+    """Until `harness dns` has put kube-system/kube-dns at 10.96.0.10 with itself as the endpoint."""
+
+    async def registered() -> bool:
+        try:
+            svc = await client.get(SERVICES, "kube-dns", "kube-system")
+            ep = await client.get(ENDPOINTS, "kube-dns", "kube-system")
+        except errors.NotFound:
+            return False
+        ips = [a["ip"] for s in ep.get("subsets") or [] for a in s.get("addresses") or []]
+        return bool(svc["spec"]["clusterIP"] == "10.96.0.10" and ips == [dns_ip])
+
+    await wait_for(registered, within=20, what="kube-dns registered by the DNS server")
 
 
 def logs_of(node: Node, ns: str, name: str) -> str:

@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from harness.api import errors
+from harness.api import errors, identity
 from harness.api.nodes import micro_time
 from harness.apiserver import kubernetes_service as ks
 from harness.apiserver.allocators import (
@@ -288,7 +288,7 @@ def test_live_endpoints_come_from_unexpired_identity_leases() -> None:
               lease("10.0.0.3", 7443, now),
               {**lease("10.0.0.4", 6443, now), "metadata": {"labels": {}}}]
     assert ks.live_endpoints(leases, now) == [("10.0.0.1", 6443), ("10.0.0.3", 7443)]
-    assert ks.lease_expired(leases[1], now) and not ks.lease_expired(leases[0], now)
+    assert identity.lease_expired(leases[1], now) and not identity.lease_expired(leases[0], now)
     assert ks.endpoint_subsets([("10.0.0.3", 7443), ("10.0.0.1", 6443), ("10.0.0.0", 6443)]) == [
         {"addresses": [{"ip": "10.0.0.0"}, {"ip": "10.0.0.1"}], "ports": [{"name": "https", "port": 6443,
                                                                             "protocol": "TCP"}]},
@@ -300,8 +300,8 @@ def test_kubernetes_service_shape_and_addresses() -> None:
     assert s["metadata"]["labels"] == {"component": "apiserver", "provider": "kubernetes"}
     assert s["spec"]["ports"] == [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": 6443}]
     assert "selector" not in s["spec"] and ks.ports_match(s)
-    assert ks.advertised_address("", "0.0.0.0") == "127.0.0.1"
-    assert ks.advertised_address("", "192.168.56.10") == "192.168.56.10"
-    assert ks.advertised_address("10.0.0.9", "0.0.0.0") == "10.0.0.9"
+    assert identity.advertised_address("", "0.0.0.0") == "127.0.0.1"
+    assert identity.advertised_address("", "192.168.56.10") == "192.168.56.10"
+    assert identity.advertised_address("10.0.0.9", "0.0.0.0") == "10.0.0.9"
     assert ks.lease_name("10.0.0.1", 6443).startswith("apiserver-")
     assert ks.lease_name("10.0.0.1", 6443) != ks.lease_name("10.0.0.1", 6444)
