@@ -11,6 +11,7 @@ from harness.cli import logs
 from harness.proxy import iptables
 from harness.proxy.proxier import ProxyError, check_tools, default_hostname
 from harness.proxy.server import MODES, Config, cleanup, serve, split_address
+from harness.proxy.userspace import DEFAULT_UDP_TIMEOUT
 
 log = logging.getLogger("harness.proxy")
 
@@ -26,6 +27,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="minimum interval between rule syncs (default 1)")
     p.add_argument("--iptables-sync-period", type=float, default=30.0, metavar="SECONDS",
                    help="maximum interval between full rule syncs (default 30)")
+    p.add_argument("--udp-timeout", type=float, default=DEFAULT_UDP_TIMEOUT, metavar="SECONDS",
+                   help=f"userspace mode: how long an idle UDP session is kept open (default {DEFAULT_UDP_TIMEOUT})")
     p.add_argument("--cleanup", action="store_true", help="remove every rule and chain this proxy makes, then exit")
     p.add_argument("--healthz-bind-address", default="0.0.0.0:10256", metavar="HOST:PORT",
                    help="where /healthz is served (default 0.0.0.0:10256; port 0 disables it)")
@@ -49,7 +52,7 @@ def config_from(args: argparse.Namespace) -> Config:
                   hostname=args.hostname_override or default_hostname(),
                   min_sync_period=args.iptables_min_sync_period, sync_period=args.iptables_sync_period,
                   healthz_host=healthz_host, healthz_port=healthz_port, metrics_host=metrics_host,
-                  metrics_port=metrics_port)
+                  metrics_port=metrics_port, udp_timeout=args.udp_timeout)
 
 
 async def main(config: Config) -> int:
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     logs.setup("harness.proxy", args.log_level)
     config = config_from(args)
     try:
-        check_tools()
+        if config.mode == "iptables":
+            check_tools()
     except ProxyError as exc:
         log.error("%s", exc)
         return 1

@@ -20,12 +20,13 @@ from harness.machinery.health import health_server
 from harness.machinery.informer import Informer
 from harness.proxy import iptables
 from harness.proxy.proxier import IptablesProxier, Metrics, Proxier, ProxyError, ProxyLoop, Runner
+from harness.proxy.userspace import DEFAULT_UDP_TIMEOUT, UserspaceProxier
 
 log = logging.getLogger("harness.proxy")
 
 SERVICES = registry.by_path("", "v1", "services")
 ENDPOINTS = registry.by_path("", "v1", "endpoints")
-MODES = ("iptables",)
+MODES = ("iptables", "userspace")
 
 
 @dataclass
@@ -42,6 +43,7 @@ class Config:
     metrics_port: int = 10249  # 0: no metrics server
     runner_prefix: tuple[str, ...] = ()  # run iptables under this prefix (e.g. nsenter), for tests
     proc_sys: Path | None = Path("/proc/sys")
+    udp_timeout: float = DEFAULT_UDP_TIMEOUT  # userspace mode: idle UDP sessions are closed after this
 
 
 def split_address(value: str, default_port: int) -> tuple[str, int]:
@@ -56,6 +58,8 @@ def split_address(value: str, default_port: int) -> tuple[str, int]:
 
 
 def make_proxier(config: Config, metrics: Metrics) -> Proxier:
+    if config.mode == "userspace":
+        return UserspaceProxier(metrics=metrics, udp_timeout=config.udp_timeout)
     if config.mode != "iptables":
         raise ProxyError(f"unknown proxy mode {config.mode!r}; supported: {', '.join(MODES)}")
     return IptablesProxier(cluster_cidr=config.cluster_cidr, runner=Runner(config.runner_prefix), metrics=metrics,
