@@ -144,6 +144,11 @@ class Store:
         await self.chain.admit(self._attrs("CREATE", namespace, md.get("name") or "", obj, None, user,
                                            dry_run=dry_run))
         validation.validate_create(self.kind, obj, options=self.validation_options)
+        if self.lifecycle is not None and not generated and \
+                await self.backend.get(self.kind.key(namespace, md["name"])) is not None:
+            # An object that exists is a 409, not a 422 from allocating what it already holds.
+            raise errors.AlreadyExists(f'{self.kind.resource} "{md["name"]}" already exists', kind=self.kind.plural,
+                                       name=md["name"], group=self.kind.group)
         claims = await self.lifecycle.begin_create(obj, dry_run=dry_run) if self.lifecycle else None
         if dry_run:
             return obj

@@ -42,8 +42,11 @@ class ServiceRegistrar:
         self.holder = f"{lease_prefix}-{uuid.uuid4()}"
 
     async def ensure_service(self) -> None:
-        with contextlib.suppress(errors.AlreadyExists):
-            await self.client.create(SERVICES, self.service, self.namespace)
+        try:
+            await self.client.get(SERVICES, self.name, self.namespace)
+        except errors.NotFound:
+            with contextlib.suppress(errors.AlreadyExists):
+                await self.client.create(SERVICES, self.service, self.namespace)
 
     async def renew_lease(self) -> None:
         wanted = identity.identity_lease(self.lease_name, self.label, self.address, self.port, self.holder,

@@ -163,7 +163,7 @@ async def test_cli_process_serves_and_stops_on_sigterm(apiserver: ApiServerProce
     port, health = free_port(), free_port()
     log = tmp_path / "dns.log"
     proc = spawn_cli(["--kubeconfig", str(apiserver.kubeconfig), "--bind-address", "127.0.0.1", "--port", str(port),
-                      "--health-port", str(health)], log)
+                      "--health-port", str(health), "--service-ip", ""], log)
     try:
         async def answers() -> bool:
             if proc.poll() is not None:
