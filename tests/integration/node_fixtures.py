@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import os
 import random
+import re
 import shutil
 import signal
 import subprocess
@@ -203,7 +204,8 @@ def destroy_network(net: Network) -> None:
     if net.apiserver is not None:
         stop_apiserver(net.apiserver)
     sh("ip", "link", "delete", net.bridge, check=False)
-    if "hkb-" not in sh("ip", "-o", "link", "show", "type", "bridge").stdout:  # the last test network is gone
+    bridges = sh("ip", "-o", "link", "show", "type", "bridge").stdout
+    if not re.search(r": hkb?-", bridges):  # the last test network (or local cluster) is gone
         sh("ip", "route", "delete", "unreachable", SERVICE_CIDR, check=False)
 
 
