@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-APT_PACKAGES := etcd-server etcd-client iproute2 procps runc busybox-static iptables util-linux
+APT_PACKAGES := etcd-server etcd-client iproute2 procps runc busybox-static iptables util-linux openssh-server openssh-client vagrant
 CLUSTER ?= dev
 
 .PHONY: up down deps lint test unit integration bench clean
