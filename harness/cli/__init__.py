@@ -1,7 +1,8 @@
 """The `harness` command: each component is a subcommand, plus the cluster commands.
 
 One table, `COMMANDS`, maps a subcommand to the module that defines its arguments
-(`add_arguments(parser)`) and runs it (`run(args) -> int`).
+(`add_arguments(parser)`) and runs it (`run(args) -> int`); `module:name` names a module
+holding several commands, as `add_<name>_arguments` and `run_<name>`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,10 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
+    "up": ("harness.cli.machines", "create a local cluster's machines (namespace nodes) and its inventory"),
+    "down": ("harness.cli.machines:down", "remove everything `harness up` made for a cluster"),
+    "status": ("harness.cli.machines:status", "show a cluster's machines and whether they answer"),
+    "ssh": ("harness.cli.machines:ssh", "log in to a node of a local cluster (or run a command there)"),
     "apiserver": ("harness.cli.apiserver", "run the API server against etcd"),
     "scheduler": ("harness.cli.scheduler", "run the scheduler"),
     "controller-manager": ("harness.cli.controller_manager", "run the control loops (replicasets, namespaces, ...)"),
@@ -33,9 +38,10 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     for name, (module_name, help_text) in COMMANDS.items():
         sub = subs.add_parser(name, help=help_text, description=help_text)
         if only is None or name == only:
-            module = importlib.import_module(module_name)
-            module.add_arguments(sub)
-            sub.set_defaults(_module=module)
+            module_path, _, part = module_name.partition(":")
+            module = importlib.import_module(module_path)
+            getattr(module, f"add_{part}_arguments" if part else "add_arguments")(sub)
+            sub.set_defaults(_run=getattr(module, f"run_{part}" if part else "run"))
     return parser
 
 
@@ -43,7 +49,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(command if command in COMMANDS else None).parse_args(argv)
-    result: int = args._module.run(args)
+    result: int = args._run(args)
     return result
 
 
