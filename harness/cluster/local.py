@@ -273,6 +273,9 @@ class LocalProvider:
         host_key = ssh / "ssh_host_ed25519_key"
         if not host_key.exists():
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"root@{spec.name}", "-f", str(host_key))
+        # its own /etc/hosts: the node's name resolves (getfqdn, sudo, Ansible facts) without any DNS
+        (root / "hosts").write_text(f"127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n"
+                                    f"{spec.ip}\t{spec.name}\n")
         authorized = ssh / "authorized_keys"
         authorized.write_text(public_key(self.key) + "\n")
         authorized.chmod(0o600)
@@ -302,6 +305,7 @@ class LocalProvider:
 
     def _start_init(self, record: dict[str, Any], spec: NodeSpec, root: Path, config: Path) -> None:
         mounts = [arg for sub, target in NODE_MOUNTS.items() for arg in (str(root / sub), target)]
+        mounts += [str(root / "hosts"), "/etc/hosts"]
         argv = ["nsenter", f"--net=/run/netns/{record['netns']}",
                 "unshare", "--pid", "--fork", "--kill-child", "--mount", "--uts", "--mount-proc",
                 "--propagation", "slave",
