@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 
-from harness.cli import logs
+from harness.cli import lifecycle, logs
 from harness.cli.flags import boolean
 from harness.controllers.base import Options
 from harness.controllers.manager import CONTROLLERS, select
@@ -49,10 +48,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 
 async def main(config: Config) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = lifecycle.stop_on_signals()
     return await serve(config, stop=stop)
 
 

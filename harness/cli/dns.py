@@ -6,9 +6,8 @@ import argparse
 import asyncio
 import ipaddress
 import logging
-import signal
 
-from harness.cli import logs
+from harness.cli import lifecycle, logs
 from harness.dns.records import DEFAULT_DOMAIN, DEFAULT_REVERSE_CIDRS
 from harness.dns.server import Config, serve
 
@@ -52,10 +51,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 async def main(config: Config) -> int:
     """Serve until SIGTERM/SIGINT (0), or 1 if the server could not start."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = lifecycle.stop_on_signals()
     code = await serve(config, stop=stop)
     log.info("stopped")
     return code

@@ -6,9 +6,8 @@ import argparse
 import asyncio
 import contextlib
 import logging
-import signal
 
-from harness.cli import logs
+from harness.cli import lifecycle, logs
 from harness.client import rest
 from harness.hollow import HollowCluster
 
@@ -42,10 +41,8 @@ def parse_labels(text: str) -> dict[str, str]:
 
 
 async def serve(args: argparse.Namespace, labels: dict[str, str]) -> None:
-    stop = asyncio.Event()
+    stop = lifecycle.stop_on_signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     async with rest.Client.from_kubeconfig(args.kubeconfig, user_agent="harness-hollow-nodes") as client:
         await rest.wait_ready(client)
         cluster = HollowCluster(client, count=args.count, prefix=args.prefix, cpu=args.cpu, memory=args.memory,

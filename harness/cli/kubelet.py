@@ -7,11 +7,10 @@ import asyncio
 import logging
 import os
 import shutil
-import signal
 import socket
 from pathlib import Path
 
-from harness.cli import logs
+from harness.cli import lifecycle, logs
 from harness.cli.hollow import parse_labels
 from harness.client import rest
 from harness.kubelet import server
@@ -95,10 +94,7 @@ def preflight(config: KubeletConfig) -> None:
 
 
 async def main(config: KubeletConfig, kubeconfig: str) -> int:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = lifecycle.stop_on_signals()
     async with rest.Client.from_kubeconfig(kubeconfig, user_agent=f"harness-kubelet/{config.node_name}") as client:
         await rest.wait_until_ready(client)
         kubelet = Kubelet(client, config)

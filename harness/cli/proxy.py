@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 
-from harness.cli import logs
+from harness.cli import lifecycle, logs
 from harness.proxy import iptables
 from harness.proxy.proxier import ProxyError, check_tools, default_hostname
 from harness.proxy.server import MODES, Config, cleanup, serve, split_address
@@ -57,10 +56,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 async def main(config: Config) -> int:
     """Proxy until SIGTERM/SIGINT."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = lifecycle.stop_on_signals()
     code = await serve(config, stop)
     log.info("stopped")
     return code

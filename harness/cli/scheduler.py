@@ -5,9 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import signal
 
-from harness.cli import logs
+from harness.cli import lifecycle, logs
 from harness.cli.flags import boolean
 from harness.scheduler.profile import DEFAULT_SCHEDULER_NAME
 from harness.scheduler.server import Config, serve
@@ -53,10 +52,7 @@ def config_from(args: argparse.Namespace) -> Config:
 
 async def main(config: Config) -> int:
     """Serve until SIGTERM/SIGINT (0) or until leadership is lost (1)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    stop = lifecycle.stop_on_signals()
     code = await serve(config, stop=stop)
     log.info("stopped")
     return code
