@@ -40,7 +40,8 @@ from harness.kubelet.backoff import Backoff
 from harness.kubelet.config import KubeletConfig
 from harness.kubelet.env import container_env
 from harness.kubelet.errors import ContainerConfigError, KubeletError
-from harness.kubelet.images.store import Image, ImagePullError, ImageStore, NoRegistryPuller, Puller
+from harness.kubelet.imagepull import ImageManager
+from harness.kubelet.images.store import ImageStore, NoRegistryPuller, Puller
 from harness.kubelet.metrics import KubeletMetrics
 from harness.kubelet.network.pods import PodNetwork
 from harness.kubelet.network.routes import HostGwRoutes
@@ -95,6 +96,7 @@ class Kubelet:
         self.backoff = Backoff(config.backoff_initial, config.backoff_max, config.backoff_reset)
         self.recorder = EventRecorder(client, component="kubelet", host=config.node_name)
         self.records: dict[str, PodRecord] = {}
+        self.image_manager = ImageManager(self.images, self.puller, self.backoff, self.recorder, self.queue.add_after)
         self.containers: dict[str, ContainerInfo] = {}   # runtime id -> last seen info (PLEG snapshot)
         self.probes = ProbeManager(exec_fn=self._exec, containers=lambda: self.containers,
                                    current=self.records.get, changed=self.queue.add, recorder=self.recorder,
@@ -392,7 +394,7 @@ class Kubelet:
         name = spec["name"]
         sandbox = record.sandbox
         assert sandbox is not None
-        image = await self._ensure_image(record, spec)
+        image = await self.image_manager.ensure(record, spec)
         if image is None:
             return
         try:
@@ -434,45 +436,6 @@ class Kubelet:
             if not result[0]:
                 self.recorder.event(pod, "Warning", "FailedPostStartHook", result[1])
                 self._kill_containers(record, [podstatus.ContainerView(spec, info)], reason="FailedPostStartHook")
-
-    async def _ensure_image(self, record: PodRecord, spec: dict[str, Any]) -> Image | None:
-        """The image for a container per its imagePullPolicy; None (and the waiting reason set) when unavailable."""
-        pod, name = record.pod, spec["name"]
-        ref = str(spec.get("image") or "")
-        policy = ctrs.pull_policy(spec)
-        image = self.images.get(ref)
-        key = f"{record.uid}/{name}/pull"
-        if policy == "Never" and image is None:
-            message = f'Container image "{ref}" is not present with pull policy of Never'
-            record.waiting[name] = ("ErrImageNeverPull", message)
-            self.recorder.event(pod, "Warning", "ErrImageNeverPull", message)
-            return None
-        if image is not None and policy != "Always":
-            self.recorder.event(pod, "Normal", "Pulled", f'Container image "{ref}" already present on machine')
-            return image
-        now = time.time()
-        waited = self.backoff.wait(key, failed_at=record.pull_failed_at, now=now)
-        if waited > 0 and image is None:
-            record.waiting[name] = ("ImagePullBackOff", f'Back-off pulling image "{ref}"')
-            self.queue.add_after(record.uid, waited + 0.01)
-            return None
-        self.recorder.event(pod, "Normal", "Pulling", f'Pulling image "{ref}"')
-        try:
-            pulled = await self.puller.pull(ref, self.images)
-            self.backoff.forget(key)
-            self.recorder.event(pod, "Normal", "Pulled", f'Successfully pulled image "{ref}"')
-            return pulled
-        except ImagePullError as exc:
-            if image is not None:  # Always, but no registry: the node's copy will do
-                self.recorder.event(pod, "Normal", "Pulled", f'Container image "{ref}" already present on machine '
-                                    "(no registry reachable; using the node's copy)")
-                return image
-            self.backoff.retrying(key)
-            record.pull_failed_at = now
-            record.waiting[name] = ("ErrImagePull", str(exc.message))
-            self.recorder.event(pod, "Warning", "Failed", f'Failed to pull image "{ref}": {exc.message}')
-            self.queue.add_after(record.uid, self.backoff.delay(key) + 0.01)
-            return None
 
     async def _make_sandbox(self, record: PodRecord) -> bool:
         pod = record.pod
