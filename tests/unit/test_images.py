@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from harness.kubelet.images import busybox, oci
+from harness.kubelet.images.layers import LayerError, apply_layer
 from harness.kubelet.images.refs import ImageError, InvalidReference, normalize_ref, split_for_display
 from harness.kubelet.images.store import (
     ImageInUse,
@@ -138,7 +139,7 @@ def apply(rootfs: Path, *entries: Entry) -> str:
     rootfs.mkdir(exist_ok=True)
     blob = rootfs.parent / f"layer-{len(list(rootfs.parent.iterdir()))}.tar"
     blob.write_bytes(layer(*entries))
-    return oci.apply_layer(rootfs, blob)
+    return apply_layer(rootfs, blob)
 
 
 # -- references ---------------------------------------------------------------------------------------
@@ -243,7 +244,7 @@ def test_paths_escaping_the_rootfs_are_refused(tmp_path: Path, entries: list[Ent
     (tmp_path / "outside").mkdir()
     (tmp_path / "outside" / "secret").write_text("s")
     before = sorted(str(p) for p in tmp_path.rglob("*") if rootfs not in p.parents and p != rootfs)
-    with pytest.raises(oci.LayerError) as caught:
+    with pytest.raises(LayerError) as caught:
         apply(rootfs, *entries)
     assert "layer" in str(caught.value)
     after = sorted(str(p) for p in tmp_path.rglob("*") if rootfs not in p.parents and p != rootfs
@@ -269,9 +270,9 @@ def test_layer_diff_id_is_checked(tmp_path: Path) -> None:
     rootfs = tmp_path / "rootfs"
     rootfs.mkdir()
     good = diff_id(blob.read_bytes())
-    assert oci.apply_layer(rootfs, blob, diff_id=good) == good
-    with pytest.raises(oci.LayerError, match="digest"):
-        oci.apply_layer(rootfs, blob, diff_id=DIGEST)
+    assert apply_layer(rootfs, blob, diff_id=good) == good
+    with pytest.raises(LayerError, match="digest"):
+        apply_layer(rootfs, blob, diff_id=DIGEST)
 
 
 def test_corrupt_and_unsupported_layers(tmp_path: Path) -> None:
@@ -279,12 +280,12 @@ def test_corrupt_and_unsupported_layers(tmp_path: Path) -> None:
     rootfs.mkdir()
     truncated = tmp_path / "truncated.tar.gz"
     truncated.write_bytes(layer(Entry("f", data=os.urandom(100_000)), compress=True)[:5000])
-    with pytest.raises(oci.LayerError, match="cannot unpack"):
-        oci.apply_layer(rootfs, truncated)
+    with pytest.raises(LayerError, match="cannot unpack"):
+        apply_layer(rootfs, truncated)
     zstd = tmp_path / "layer.zst"
     zstd.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
-    with pytest.raises(oci.LayerError, match="zstd"):
-        oci.apply_layer(rootfs, zstd)
+    with pytest.raises(LayerError, match="zstd"):
+        apply_layer(rootfs, zstd)
 
 
 # -- archives -------------------------------------------------------------------------------------------
@@ -452,7 +453,7 @@ def test_failed_import_leaves_nothing_and_crash_leftovers_are_cleaned(store: Ima
     bad = layer(Entry("/abs", data=b"1"))
     archive, _ = oci_archive(tmp_path / "img.tar", [good, bad], config_blob([good, bad]),
                              {oci.ANNOTATION_REF_NAME: "x:1"})
-    with pytest.raises(oci.LayerError, match="absolute path"):
+    with pytest.raises(LayerError, match="absolute path"):
         store.import_archive(archive)
     assert store.list() == [] and store.get("x:1") is None
     assert list((store.root / "tmp").iterdir()) == []

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from harness.kubelet.images import busybox, oci
+from harness.kubelet.images import busybox, layers, oci
 from harness.kubelet.images.refs import ImageError, InvalidReference, normalize_ref, parse_ref
 
 DEFAULT_ROOT = Path("/var/lib/harness/images")
@@ -360,13 +360,13 @@ class ImageStore:
             source = staged.blobs[layer.digest]
             if not source.exists():  # a blob shared with an image committed before: moved into the store
                 source = self.blobs_dir / _hex(layer.digest)
-            oci.apply_layer(rootfs, source, diff_id=layer.diff_id, name=layer.digest)
+            layers.apply_layer(rootfs, source, diff_id=layer.diff_id, name=layer.digest)
         meta = {
             "id": staged.config_digest,
             "config": ImageConfig.from_oci(staged.config).to_json(),
             "os": staged.config.get("os", ""),
             "architecture": staged.config.get("architecture", ""),
-            "size": oci.disk_usage(rootfs),
+            "size": layers.disk_usage(rootfs),
             "manifests": [self._descriptor(staged)],
             "blobs": sorted(staged.blobs),
             "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
