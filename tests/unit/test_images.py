@@ -1,13 +1,10 @@
-"""The node image store: references, layers (whiteouts, escapes), archives (OCI layout, docker save), builtin busybox.
+"""The node image store: references, archives (OCI layout, docker save), builtin busybox (layers: test_image_layers).
 
 Every store lives under tmp_path; archives are built here, byte by byte, with tarfile.
 """
 
 from __future__ import annotations
 
-import gzip
-import hashlib
-import io
 import json
 import os
 import stat
@@ -15,14 +12,12 @@ import subprocess
 import sys
 import tarfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from harness.kubelet.images import busybox, oci
-from harness.kubelet.images.layers import LayerError, apply_layer
+from harness.kubelet.images.layers import LayerError
 from harness.kubelet.images.refs import ImageError, InvalidReference, normalize_ref, split_for_display
 from harness.kubelet.images.store import (
     ImageInUse,
@@ -31,6 +26,7 @@ from harness.kubelet.images.store import (
     ImageStore,
     NoRegistryPuller,
 )
+from tests.unit.image_builders import Entry, base_layers, config_blob, layer, oci_archive, sha, write_tar
 
 REPO = Path(__file__).resolve().parents[2]
 HAVE_BUSYBOX = busybox.BUSYBOX.is_file()
@@ -38,108 +34,10 @@ needs_busybox = pytest.mark.skipif(not HAVE_BUSYBOX, reason="needs busybox-stati
 DIGEST = "sha256:" + "ab" * 32
 
 
-# -- building layers and archives -------------------------------------------------------------------
-
-
-@dataclass
-class Entry:
-    name: str
-    kind: str = "file"       # file | dir | symlink | hardlink
-    data: bytes = b""
-    link: str = ""
-    mode: int = 0o644
-    uid: int = 0
-    gid: int = 0
-
-
-def layer(*entries: Entry, compress: bool = False) -> bytes:
-    out = io.BytesIO()
-    with tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for e in entries:
-            info = tarfile.TarInfo(e.name)
-            info.mode, info.uid, info.gid, info.mtime = e.mode, e.uid, e.gid, 1_600_000_000
-            if e.kind == "dir":
-                info.type = tarfile.DIRTYPE
-            elif e.kind == "symlink":
-                info.type, info.linkname = tarfile.SYMTYPE, e.link
-            elif e.kind == "hardlink":
-                info.type, info.linkname = tarfile.LNKTYPE, e.link
-            else:
-                info.size = len(e.data)
-            tar.addfile(info, io.BytesIO(e.data) if e.kind == "file" else None)
-    data = out.getvalue()
-    return gzip.compress(data, mtime=0) if compress else data
-
-
-def diff_id(blob: bytes) -> str:
-    raw = gzip.decompress(blob) if blob[:2] == b"\x1f\x8b" else blob
-    return "sha256:" + hashlib.sha256(raw).hexdigest()
-
-
-def sha(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
-
-
-def config_blob(layers: list[bytes], **config: Any) -> bytes:
-    return json.dumps({"architecture": oci.host_platform()[1], "os": "linux", "config": config,
-                       "rootfs": {"type": "layers", "diff_ids": [diff_id(b) for b in layers]}}).encode()
-
-
-def write_tar(path: Path, files: dict[str, bytes], symlinks: dict[str, str] | None = None,
-              compress: bool = False) -> Path:
-    with tarfile.open(path, "w:gz" if compress else "w") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        for name, target in (symlinks or {}).items():
-            info = tarfile.TarInfo(name)
-            info.type, info.linkname = tarfile.SYMTYPE, target
-            tar.addfile(info)
-    return path
-
-
-def oci_archive(path: Path, layers: list[bytes], config: bytes, annotations: dict[str, str] | None = None,
-                extra_blobs: dict[str, bytes] | None = None) -> tuple[Path, str]:
-    """An OCI image layout tar: index.json -> manifest -> config + layers. Returns (path, manifest digest)."""
-    manifest = json.dumps({
-        "schemaVersion": 2, "mediaType": oci.MEDIA_OCI_MANIFEST,
-        "config": {"mediaType": oci.MEDIA_OCI_CONFIG, "digest": sha(config), "size": len(config)},
-        "layers": [{"mediaType": oci.MEDIA_OCI_LAYER_GZIP if b[:2] == b"\x1f\x8b" else oci.MEDIA_OCI_LAYER,
-                    "digest": sha(b), "size": len(b)} for b in layers],
-    }).encode()
-    descriptor: dict[str, Any] = {"mediaType": oci.MEDIA_OCI_MANIFEST, "digest": sha(manifest),
-                                  "size": len(manifest)}
-    if annotations:
-        descriptor["annotations"] = annotations
-    index = json.dumps({"schemaVersion": 2, "manifests": [descriptor]}).encode()
-    files = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', "index.json": index}
-    for blob in [manifest, config, *layers, *(extra_blobs or {}).values()]:
-        files[f"blobs/sha256/{sha(blob).removeprefix('sha256:')}"] = blob
-    return write_tar(path, files), sha(manifest)
-
-
-def base_layers() -> list[bytes]:
-    one = layer(Entry("bin", "dir", mode=0o755), Entry("bin/tool", data=b"#!/bin/sh\necho tool\n", mode=0o755),
-                Entry("etc", "dir", mode=0o755), Entry("etc/keep", data=b"keep"), Entry("etc/gone", data=b"x"),
-                Entry("data", "dir", mode=0o755), Entry("data/old1", data=b"1"), Entry("data/sub", "dir"),
-                Entry("data/sub/old2", data=b"2"), Entry("link", "symlink", link="bin/tool"),
-                Entry("bin/hard", "hardlink", link="bin/tool"), compress=True)
-    two = layer(Entry("etc", "dir", mode=0o755), Entry("etc/.wh.gone"), Entry("data", "dir", mode=0o750),
-                Entry("data/.wh..wh..opq"), Entry("data/new", data=b"new", mode=0o600, uid=1000, gid=1000))
-    return [one, two]
-
-
 @pytest.fixture
 def store(tmp_path: Path) -> ImageStore:
     return ImageStore(tmp_path / "store")
 
-
-def apply(rootfs: Path, *entries: Entry) -> str:
-    rootfs.mkdir(exist_ok=True)
-    blob = rootfs.parent / f"layer-{len(list(rootfs.parent.iterdir()))}.tar"
-    blob.write_bytes(layer(*entries))
-    return apply_layer(rootfs, blob)
 
 
 # -- references ---------------------------------------------------------------------------------------
@@ -180,112 +78,6 @@ def test_invalid_references(ref: str) -> None:
 def test_split_for_display() -> None:
     assert split_for_display("docker.io/library/busybox:1.35.0") == ("docker.io/library/busybox", "1.35.0")
     assert split_for_display(f"docker.io/library/busybox@{DIGEST}") == ("docker.io/library/busybox", "<none>")
-
-
-# -- layers ---------------------------------------------------------------------------------------------
-
-
-def test_layer_keeps_modes_links_and_owners(tmp_path: Path) -> None:
-    rootfs = tmp_path / "rootfs"
-    apply(rootfs, Entry("bin", "dir", mode=0o755), Entry("bin/x", data=b"hello", mode=0o4755),
-          Entry("bin/y", "symlink", link="x"), Entry("bin/z", "hardlink", link="bin/x"),
-          Entry("tmp", "dir", mode=0o1777), Entry("home/u/f", data=b"u", mode=0o600, uid=1000, gid=1001))
-    x = (rootfs / "bin/x").lstat()
-    assert (rootfs / "bin/x").read_bytes() == b"hello"
-    assert stat.S_IMODE(x.st_mode) == 0o4755
-    assert os.readlink(rootfs / "bin/y") == "x"
-    assert (rootfs / "bin/z").lstat().st_ino == x.st_ino
-    assert stat.S_IMODE((rootfs / "tmp").lstat().st_mode) == 0o1777
-    assert stat.S_IMODE((rootfs / "home").lstat().st_mode) == 0o755  # implied parent
-    assert int((rootfs / "bin/x").stat().st_mtime) == 1_600_000_000
-    if os.geteuid() == 0:
-        f = (rootfs / "home/u/f").lstat()
-        assert (f.st_uid, f.st_gid) == (1000, 1001)
-
-
-def test_layer_replaces_entries_of_lower_layers(tmp_path: Path) -> None:
-    rootfs = tmp_path / "rootfs"
-    apply(rootfs, Entry("a", data=b"file"), Entry("b", "dir"), Entry("b/inner", data=b"i"),
-          Entry("c", "symlink", link="/etc"))
-    apply(rootfs, Entry("a", "dir", mode=0o755), Entry("b", data=b"now a file"), Entry("c", data=b"not a link"))
-    assert (rootfs / "a").is_dir()
-    assert (rootfs / "b").read_bytes() == b"now a file"
-    assert not (rootfs / "c").is_symlink() and (rootfs / "c").read_bytes() == b"not a link"
-
-
-def test_whiteouts(tmp_path: Path) -> None:
-    rootfs = tmp_path / "rootfs"
-    apply(rootfs, Entry("etc/keep", data=b"k"), Entry("etc/gone", data=b"g"), Entry("etc/dir/x", data=b"x"),
-          Entry("opq/old", data=b"o"), Entry("opq/sub/older", data=b"o"), Entry("opq/sub/deeper/f", data=b"o"))
-    apply(rootfs, Entry("etc/.wh.gone"), Entry("etc/.wh.dir"), Entry("opq/sub", "dir", mode=0o755),
-          Entry("opq/sub/mine", data=b"m"), Entry("opq/.wh..wh..opq"), Entry("opq/fresh", data=b"f"),
-          Entry("nowhere/.wh.thing"), Entry("etc/.wh..wh.plnk"))
-    assert sorted(p.name for p in (rootfs / "etc").iterdir()) == ["keep"]
-    # the opaque whiteout hides what the lower layer had, not what this layer wrote (before or after it)
-    assert sorted(str(p.relative_to(rootfs)) for p in (rootfs / "opq").rglob("*")) == [
-        "opq/fresh", "opq/sub", "opq/sub/mine"]
-    assert not (rootfs / "nowhere").exists()
-
-
-@pytest.mark.parametrize("entries", [
-    [Entry("/etc/evil", data=b"x")],
-    [Entry("../evil", data=b"x")],
-    [Entry("a/../../evil", data=b"x")],
-    [Entry("esc", "symlink", link="../../.."), Entry("esc/evil", data=b"x")],
-    [Entry("esc", "symlink", link="a/../../outside"), Entry("esc/evil", data=b"x")],
-    [Entry("hard", "hardlink", link="/etc/passwd")],
-    [Entry("hard", "hardlink", link="../outside/secret")],
-    [Entry("esc", "symlink", link="/.."), Entry("esc/evil", data=b"x")],
-    [Entry("loop", "symlink", link="loop"), Entry("loop/evil", data=b"x")],
-])
-def test_paths_escaping_the_rootfs_are_refused(tmp_path: Path, entries: list[Entry]) -> None:
-    rootfs = tmp_path / "a" / "b" / "rootfs"
-    rootfs.parent.mkdir(parents=True)
-    (tmp_path / "outside").mkdir()
-    (tmp_path / "outside" / "secret").write_text("s")
-    before = sorted(str(p) for p in tmp_path.rglob("*") if rootfs not in p.parents and p != rootfs)
-    with pytest.raises(LayerError) as caught:
-        apply(rootfs, *entries)
-    assert "layer" in str(caught.value)
-    after = sorted(str(p) for p in tmp_path.rglob("*") if rootfs not in p.parents and p != rootfs
-                   and not p.name.startswith("layer-"))
-    assert after == before
-    assert not any(p.name == "evil" for p in tmp_path.rglob("*"))
-
-
-def test_absolute_symlinks_resolve_inside_the_rootfs(tmp_path: Path) -> None:
-    """A path through `abs -> /etc` lands in <rootfs>/etc, as the container sees it; never in the host's /etc."""
-    rootfs = tmp_path / "rootfs"
-    apply(rootfs, Entry("etc", "dir", mode=0o755), Entry("abs", "symlink", link="/etc"),
-          Entry("abs/harness-test-file", data=b"inside"), Entry("rel", "symlink", link="etc/../etc"),
-          Entry("rel/second", data=b"2"))
-    assert (rootfs / "etc/harness-test-file").read_bytes() == b"inside"
-    assert (rootfs / "etc/second").read_bytes() == b"2"
-    assert not Path("/etc/harness-test-file").exists()
-
-
-def test_layer_diff_id_is_checked(tmp_path: Path) -> None:
-    blob = tmp_path / "layer.tar.gz"
-    blob.write_bytes(layer(Entry("f", data=b"x"), compress=True))
-    rootfs = tmp_path / "rootfs"
-    rootfs.mkdir()
-    good = diff_id(blob.read_bytes())
-    assert apply_layer(rootfs, blob, diff_id=good) == good
-    with pytest.raises(LayerError, match="digest"):
-        apply_layer(rootfs, blob, diff_id=DIGEST)
-
-
-def test_corrupt_and_unsupported_layers(tmp_path: Path) -> None:
-    rootfs = tmp_path / "rootfs"
-    rootfs.mkdir()
-    truncated = tmp_path / "truncated.tar.gz"
-    truncated.write_bytes(layer(Entry("f", data=os.urandom(100_000)), compress=True)[:5000])
-    with pytest.raises(LayerError, match="cannot unpack"):
-        apply_layer(rootfs, truncated)
-    zstd = tmp_path / "layer.zst"
-    zstd.write_bytes(b"\x28\xb5\x2f\xfd" + b"\0" * 20)
-    with pytest.raises(LayerError, match="zstd"):
-        apply_layer(rootfs, zstd)
 
 
 # -- archives -------------------------------------------------------------------------------------------
