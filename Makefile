@@ -8,15 +8,19 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
 APT_PACKAGES := etcd-server etcd-client iproute2 procps runc busybox-static iptables util-linux openssh-server openssh-client vagrant
-CLUSTER ?= dev
+CLUSTER ?= local
 
-.PHONY: up down deps lint test unit integration bench clean
+.PHONY: up down status deps lint test unit integration bench clean
 
+# A local cluster (1 master, 2 workers as Linux-namespace nodes, provisioned by ansible/site.yml).
 up: deps
-	$(BIN)/harness dev up --name $(CLUSTER)
+	$(BIN)/harness up --name $(CLUSTER)
 
 down: deps
-	$(BIN)/harness dev down --name $(CLUSTER)
+	$(BIN)/harness down --name $(CLUSTER)
+
+status: deps
+	$(BIN)/harness status --name $(CLUSTER)
 
 deps: $(STAMPS)/apt $(STAMPS)/venv
 
@@ -41,6 +45,7 @@ lint: deps
 	$(BIN)/ruff check harness tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	cd ansible && PATH=$(CURDIR)/$(BIN):$$PATH ansible-lint --offline -q
 
 unit: deps
 	$(BIN)/pytest -q tests/unit

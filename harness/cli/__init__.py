@@ -13,9 +13,9 @@ import sys
 from collections.abc import Sequence
 
 COMMANDS: dict[str, tuple[str, str]] = {
-    "up": ("harness.cli.machines", "create a local cluster's machines (namespace nodes) and its inventory"),
+    "up": ("harness.cli.machines", "create a local cluster: namespace nodes provisioned by ansible/site.yml"),
     "down": ("harness.cli.machines:down", "remove everything `harness up` made for a cluster"),
-    "status": ("harness.cli.machines:status", "show a cluster's machines and whether they answer"),
+    "status": ("harness.cli.machines:status", "show a cluster's machines, supervisord programs and their health"),
     "ssh": ("harness.cli.machines:ssh", "log in to a node of a local cluster (or run a command there)"),
     "apiserver": ("harness.cli.apiserver", "run the API server against etcd"),
     "scheduler": ("harness.cli.scheduler", "run the scheduler"),
@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "images": ("harness.cli.images", "list and import the node's container images"),
     "proxy": ("harness.cli.proxy", "run kube-proxy: Services and Endpoints as iptables rules on this node"),
     "dns": ("harness.cli.dns", "serve cluster DNS (<svc>.<ns>.svc.cluster.local) from Services and Endpoints"),
+    "pod-routes": ("harness.cli.podroutes", "host-gw routes to every Node's podCIDR, for machines with no kubelet"),
     "hollow-nodes": ("harness.cli.hollow", "simulate N nodes that run pods without running anything"),
 }
 

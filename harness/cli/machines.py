@@ -1,9 +1,9 @@
-"""`harness up`, `down`, `status` and `ssh`: the machines of a local cluster (Linux-namespace nodes).
+"""`harness up`, `down`, `status` and `ssh`: a local cluster of Linux-namespace nodes, provisioned by Ansible.
 
-Today `up` makes the machines from the cluster spec (`cluster.yaml`), each with its own sshd, and
-writes the Ansible inventory `inventory/<name>/hosts.yml`; provisioning them with
-`ansible/site.yml` is the next step of this command. `down` removes everything `up` made and
-is safe to run twice or after a failed `up`.
+`up` makes the machines from the cluster spec (`cluster.yaml`), writes the Ansible inventory
+`inventory/<name>/hosts.yml`, runs `ansible/site.yml` through ansible-runner, waits for every worker to be a
+Ready Node, writes `inventory/<name>/kubeconfig` and prints a summary. `down` removes everything `up` made and is
+safe to run twice or after a failed `up`.
 """
 
 from __future__ import annotations
@@ -11,16 +11,35 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import shutil
+import subprocess
 import sys
 import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
-from harness.cluster import inventory
-from harness.cluster.local import LocalProvider, LocalProviderError, NodeSpec
+import yaml
+
+from harness.cluster.bringup import BringUp, NodesNotReadyError, list_nodes
+from harness.cluster.local import LocalProvider, LocalProviderError
+from harness.cluster.provision import ProvisionError
 from harness.cluster.spec import DEFAULT_SPEC_PATH, SpecError, load_spec
 
 INVENTORY = Path("inventory")
-DEFAULT_NAME = "local"  # not `dev`: that is `make up`'s loopback control plane until provisioning lands
+DEFAULT_NAME = "local"
+SUPERVISORCTL = f"{Path(sys.executable).parent}/supervisorctl -c /etc/harness/supervisor/supervisord.conf"
+# What each program serves its health on (port, path), checked from this host at the node's IP.
+HEALTH = {
+    "harness-apiserver": (6443, "/readyz"),
+    "harness-scheduler": (10259, "/healthz"),
+    "harness-controller-manager": (10257, "/healthz"),
+    "harness-dns": (8080, "/readyz"),
+    "harness-kubelet": (10250, "/healthz"),
+    "harness-kube-proxy": (10256, "/healthz"),
+    "harness-etcd": (2379, "/health"),
+}
 
 
 def _common(p: argparse.ArgumentParser) -> None:
@@ -33,6 +52,23 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--spec", default=str(DEFAULT_SPEC_PATH), help="the cluster spec (default cluster.yaml)")
     p.add_argument("--masters", type=int, default=None, help="masters, 1 or 3 (default: the spec's)")
     p.add_argument("--workers", type=int, default=None, help="workers, 0..20 (default: the spec's)")
+    p.add_argument("--set", action="append", default=[], metavar="VAR=VALUE", dest="settings",
+                   help="a playbook variable for this cluster (repeatable), e.g. "
+                        "control_plane_node_monitor_grace_period=20; remembered for later runs")
+    p.add_argument("--machines-only", action="store_true",
+                   help="make the machines and the inventory, but do not run the playbook")
+    p.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS",
+                   help="how long to wait for every worker to be Ready (default 180)")
+
+
+def parse_settings(items: list[str]) -> dict[str, Any]:
+    settings: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.isidentifier():
+            raise SystemExit(f"harness up: --set wants VAR=VALUE with VAR a variable name, not {item!r}")
+        settings[key] = yaml.safe_load(value) if value else ""
+    return settings
 
 
 def provider(name: str) -> LocalProvider:
@@ -46,28 +82,63 @@ def run(args: argparse.Namespace) -> int:
     except SpecError as exc:
         print(f"harness up: {exc}", file=sys.stderr)
         return 2
-    nodes = [NodeSpec(n.name, n.role, n.ip) for n in spec.nodes()]
-    machines = LocalProvider(args.name, state_dir=INVENTORY / args.name / "machines", network=str(spec.network),
-                             gateway=str(spec.gateway))
+    cluster = BringUp(args.name, spec, INVENTORY / args.name, settings=parse_settings(args.settings))
 
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:5.1f}s] {message}", flush=True)
 
+    def failed(what: object) -> int:
+        print(f"\nharness up: {what}\n\nThe machines stay up for a look (`harness ssh --name {args.name} NODE`, "
+              f"`harness status --name {args.name}`).\nRe-run `harness up --name {args.name}` after a fix (it reuses "
+              f"them), or remove everything with `harness down --name {args.name}`.", file=sys.stderr)
+        return 1
+
     progress(f"cluster {args.name}: {spec.masters} master(s), {spec.workers} worker(s) on {spec.network}")
     try:
-        machines.create(nodes, progress=progress)
-    except LocalProviderError as exc:
-        print(f"harness up: {exc}\nwhat was made stays until `harness down --name {args.name}`", file=sys.stderr)
-        return 1
-    hosts = inventory.write_inventory(INVENTORY / args.name / "hosts.yml", args.name, nodes, machines.key)
-    progress(f"inventory written: {hosts}")
-    print(f"\nCluster {args.name}: machines ready in {time.monotonic() - started:.1f}s")
-    for n in nodes:
-        print(f"  {n.name:<10} {n.role:<7} {n.ip}")
-    print(f"\nInventory: {hosts}\nLog in:    harness ssh {nodes[0].name} --name {args.name}\n"
-          f"Remove:    harness down --name {args.name}\n"
-          "(Provisioning the machines with ansible/site.yml is the next step of `harness up`.)")
+        cluster.make_machines(progress)
+        progress(f"inventory: {cluster.hosts}")
+        if args.machines_only:
+            print(f"\nCluster {args.name}: machines ready in {time.monotonic() - started:.1f}s (not provisioned)\n"
+                  f"Inventory: {cluster.hosts}\nRemove:    harness down --name {args.name}")
+            return 0
+        progress("provisioning with ansible/site.yml")
+        run_ = cluster.provision(progress)
+        progress(f"provisioned: {run_.tasks} tasks, {run_.changed()} changes, in {run_.seconds:.1f}s")
+        cluster.wait_nodes_ready(progress, timeout=args.timeout)
+        cluster.write_kubeconfig()
+    except (LocalProviderError, ProvisionError, NodesNotReadyError) as exc:
+        return failed(exc)
+    summary(cluster, time.monotonic() - started)
     return 0
+
+
+def summary(cluster: BringUp, seconds: float) -> None:
+    phases = " · ".join(f"{name} {s:.1f}s" for name, s in cluster.phases.items())
+    states = {s.name: s for s in cluster.node_states}
+    print(f"\nCluster {cluster.name} is up: {len(cluster.masters)} master(s), {len(cluster.workers)} worker(s), "
+          f"in {seconds:.1f}s ({phases})\n")
+    print(f"  {'NODE':<10} {'ROLE':<7} {'IP':<15} {'POD CIDR':<15} RUNS")
+    for n in cluster.nodes:
+        runs = ("etcd, apiserver, scheduler, controller-manager, dns" if n.role == "master"
+                else "kubelet, kube-proxy (Ready)")
+        cidr = states[n.name].pod_cidr if n.name in states else "-"
+        print(f"  {n.name:<10} {n.role:<7} {n.ip:<15} {cidr:<15} {runs}")
+    venv = Path(sys.executable).parent
+    path = f" PATH={venv}:$PATH" if (venv / "kubectl").exists() else ""
+    web = f"http://{(cluster.workers or cluster.masters)[0].ip}:30080/hostname"
+    print(f"""
+Use it with real kubectl:
+  export KUBECONFIG={cluster.kubeconfig.resolve()}{path}
+  kubectl get nodes -o wide
+  kubectl apply -f examples/web.yaml      # then: curl {web}
+
+Machines:   harness status --name {cluster.name}  ·  harness ssh --name {cluster.name} worker-1
+Logs:       /var/log/harness/<component>.log on each node, e.g.
+            harness ssh --name {cluster.name} {cluster.masters[0].name} tail /var/log/harness/apiserver.log
+            (from this host: {(cluster.home / 'machines' / 'nodes').resolve()}/<node>/log/)
+Ansible:    inventory {cluster.hosts} · last run's log {cluster.home / 'ansible' / 'last-run.log'}
+Metrics:    every component's /metrics (Prometheus on the first master comes with the observability work)
+Remove:     harness down --name {cluster.name}""")
 
 
 def add_down_arguments(p: argparse.ArgumentParser) -> None:
@@ -80,9 +151,12 @@ def run_down(args: argparse.Namespace) -> int:
     except LocalProviderError as exc:
         print(f"harness down: {exc}", file=sys.stderr)
         return 1
-    (INVENTORY / args.name / "hosts.yml").unlink(missing_ok=True)
+    home = INVENTORY / args.name
+    for generated in ("hosts.yml", "kubeconfig", "settings.yml"):
+        (home / generated).unlink(missing_ok=True)
+    shutil.rmtree(home / "ansible", ignore_errors=True)
     with contextlib.suppress(OSError):  # something else may live there (e.g. the dev control plane's files)
-        (INVENTORY / args.name).rmdir()
+        home.rmdir()
     print(f"cluster {args.name}: removed")
     return 0
 
@@ -91,17 +165,59 @@ def add_status_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
+def _programs(machines: LocalProvider, node: str) -> dict[str, str]:
+    """{program: supervisorctl status line} on the node (empty when supervisord does not answer)."""
+    try:
+        argv = machines.ssh_command(node, [f"{SUPERVISORCTL} status"])
+    except LocalProviderError:
+        return {}
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False).stdout
+        return {line.split()[0]: " ".join(line.split()[1:]) for line in out.splitlines() if line.strip()}
+    return {}
+
+
+def _health(ip: str, program: str) -> str:
+    if program not in HEALTH:
+        return ""
+    port, path = HEALTH[program]
+    try:
+        with urllib.request.urlopen(f"http://{ip}:{port}{path}", timeout=3) as resp:
+            return "healthy" if resp.status == 200 else f"HTTP {resp.status}"
+    except OSError as exc:
+        return f"unhealthy ({getattr(exc, 'code', None) or getattr(exc, 'reason', exc)})"
+
+
 def run_status(args: argparse.Namespace) -> int:
-    status = provider(args.name).status()
+    machines = provider(args.name)
+    status = machines.status()
     if not status:
         print(f"cluster {args.name}: no machines (make them with `harness up --name {args.name}`)")
         return 1
-    print(f"{'NODE':<10} {'ROLE':<7} {'IP':<15} {'PID':<8} STATE")
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        programs = dict(zip(status, pool.map(lambda n: _programs(machines, n) if status[n]["alive"] else {},
+                                             status), strict=True))
+        checks = {(n, p): pool.submit(_health, status[n]["ip"], p) for n in status for p in programs[n]}
     healthy = True
     for name, s in status.items():
         state = "up" if s["alive"] and s["sshd"] else "running, sshd not answering" if s["alive"] else "down"
         healthy &= state == "up"
-        print(f"{name:<10} {s['role']:<7} {s['ip']:<15} {s['pid'] or '-':<8} {state}")
+        print(f"{name} ({s['role']}, {s['ip']}): machine {state}")
+        if state == "up" and not programs[name]:
+            print("  supervisord: not answering (not provisioned yet?)")
+        for program, line in programs[name].items():
+            health = checks[(name, program)].result()
+            healthy &= line.startswith("RUNNING") and health in ("", "healthy")
+            print(f"  {program:<28} {line:<40} {health}")
+    apiservers = [f"http://{s['ip']}:6443" for s in status.values() if s["role"] == "master"]
+    try:
+        nodes = list_nodes(apiservers, timeout=3)
+    except OSError as exc:
+        print(f"\nNodes: the apiserver does not answer ({exc})")
+        return 1
+    print("\nNodes: " + (", ".join(f"{n.name} {'Ready' if n.ready else 'NotReady'}" for n in nodes.values())
+                         or "none registered"))
+    healthy &= all(n.ready for n in nodes.values())
     return 0 if healthy else 1
 
 

@@ -16,6 +16,9 @@ Mounts in a node propagate from the host into the node (slave), never back: the 
 sees a node's bind mounts, and a netns the host deletes disappears from every node too.
 Killing a node's init (PID 1 of its PID namespace) ends every process of the node.
 
+The kubelets the node role runs put their pods' cgroups under `/harness/<c>/<n>` (cgroups are the one
+kernel resource the nodes share with the host); `destroy()` removes `/harness/<c>` in every hierarchy.
+
 Everything the provider made is recorded in `<state_dir>/state.json` before it is made, so
 `destroy()` works from a new process, after a failed `create()`, twice, and with no state.
 On the host, the cluster ranges 10.244.0.0/16 and 10.96.0.0/12 are `unreachable` while any
@@ -40,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.cluster.sshkeys import ensure_keypair, public_key
+from harness.kubelet.runtime import cgroups
 
 GUARD_ROUTES = ("10.244.0.0/16", "10.96.0.0/12")
 HARNESS_BRIDGE_PREFIXES = ("hk-", "hkb-")  # ours, and the integration tests' node networks
@@ -168,6 +172,11 @@ class LocalProvider:
     def netns(self, node: str) -> str:
         """The node's network namespace name (enter it with `nsenter --net=/run/netns/<name>`)."""
         return f"hk-{self.cluster}-{node}"
+
+    @property
+    def cgroup_root(self) -> str:
+        """Where the cluster's pods' cgroups are (the node role's kubelet --cgroup-root is <this>/<node>)."""
+        return f"/harness/{self.cluster}"
 
     def veth(self, node: str) -> str:
         """The host side of the node's veth: a stable name of 14 characters."""
@@ -408,6 +417,12 @@ class LocalProvider:
             for cidr in GUARD_ROUTES:
                 _run("ip", "route", "delete", "unreachable", cidr, check=False)
         self._unmount_under(self.state_dir)
+        deadline = time.monotonic() + 5
+        while (busy := cgroups.remove_tree(self.cgroup_root)) and time.monotonic() < deadline:
+            time.sleep(0.1)  # the killed containers' last exits
+        cgroups.remove_if_empty(str(Path(self.cgroup_root).parent))  # /harness, when no other cluster uses it
+        if busy:
+            raise LocalProviderError(f"cgroups still in use after the nodes were stopped: {busy[:3]}")
         shutil.rmtree(self.state_dir, ignore_errors=True)
 
     def _bridge_ports(self, bridge: str) -> list[str]:

@@ -87,6 +87,11 @@ class ClusterSpec:
         spec.validate()
         return spec
 
+    def cluster_vars(self) -> dict[str, str]:
+        """The cluster-wide playbook variables (inventory `all` vars), as the Vagrantfile's `cluster_vars`."""
+        return {"node_network": str(self.network), "node_gateway": str(self.gateway), "pod_cidr": str(self.pod_cidr),
+                "service_cidr": str(self.service_cidr), "cluster_dns": str(self.cluster_dns)}
+
     def master_ips(self) -> list[ipaddress.IPv4Address]:
         """Addresses of master-1.., in order."""
         return [self.first_master + i for i in range(self.masters)]

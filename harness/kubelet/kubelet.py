@@ -44,6 +44,7 @@ from harness.kubelet.imagepull import ImageManager
 from harness.kubelet.images.store import ImageStore, NoRegistryPuller, Puller
 from harness.kubelet.metrics import KubeletMetrics
 from harness.kubelet.network.pods import PodNetwork
+from harness.kubelet.network.routeagent import describe, node_routes
 from harness.kubelet.network.routes import HostGwRoutes
 from harness.kubelet.nodeagent import NodeAgent
 from harness.kubelet.probes import run_probe
@@ -198,21 +199,12 @@ class Kubelet:
             self.queue.add(uid)
 
     def _sync_routes(self) -> None:
-        wanted: dict[str, str] = {}
-        for node in self.node_informer.cache.list():
-            if node["metadata"]["name"] == self.config.node_name:
-                continue
-            cidr = (node.get("spec") or {}).get("podCIDR")
-            ip = next((a.get("address") for a in (node.get("status") or {}).get("addresses") or []
-                       if a.get("type") == "InternalIP"), None)
-            if cidr and ip:
-                wanted[cidr] = ip
+        wanted = node_routes(self.node_informer.cache.list(), skip=self.config.node_name)
         if wanted != self._routes_wanted:
             self._routes_wanted = wanted
             try:
                 self.routes.sync(wanted)
-                log.info("host-gw routes: %s", ", ".join(f"{c} via {ip}" for c, ip in sorted(wanted.items()))
-                         or "none")
+                log.info("host-gw routes: %s", describe(wanted))
             except Exception:
                 log.exception("could not program host-gw routes")
                 self._routes_wanted = {}

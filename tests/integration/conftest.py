@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 import shutil
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 import pytest_asyncio
@@ -17,6 +17,7 @@ import pytest_asyncio
 from harness.storage.etcd import EtcdBackend
 from harness.storage.local import LocalEtcd
 from tests.integration.apiserver_fixtures import api, apiserver, ns  # noqa: F401  (fixtures)
+from tests.integration.clusters import LocalCluster, keep_logs, new_cluster
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +41,34 @@ async def backend(etcd: LocalEtcd) -> AsyncIterator[EtcdBackend]:
     """An EtcdBackend connected to the session's etcd, closed after the test."""
     async with EtcdBackend([etcd.endpoint]) as connected:
         yield connected
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[pytest.TestReport]:
+    """Keep each phase's report on the test item (`item.rep_call`), so fixtures can tell a failed test."""
+    report: pytest.TestReport = yield
+    setattr(item, f"rep_{report.when}", report)
+    return report
+
+
+@pytest.fixture
+def local_cluster(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+                  ) -> Iterator[Callable[..., LocalCluster]]:
+    """Make `LocalCluster`s (not yet up) whose `harness down` is certain; after a failed test the clusters' logs
+    are copied to reports/failed-<cluster>/ first, and the test's report says where."""
+    made: list[LocalCluster] = []
+
+    def make(*, masters: int, workers: int, prefix: str = "t") -> LocalCluster:
+        cluster = new_cluster(tmp_path_factory.mktemp("cluster"), masters=masters, workers=workers, prefix=prefix)
+        made.append(cluster)
+        return cluster
+
+    yield make
+    failed = getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed
+    for cluster in made:
+        if failed and cluster.home.exists():
+            kept = keep_logs(cluster)
+            request.node.add_report_section("teardown", "cluster logs", f"{cluster.name}: logs kept in {kept}")
+            print(f"\ncluster {cluster.name}: logs of the failed run kept in {kept}")
+        down = cluster.down()
+        assert down.returncode == 0, down.stdout + down.stderr

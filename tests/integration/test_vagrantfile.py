@@ -100,5 +100,9 @@ def test_up_writes_the_static_inventory_from_the_spec(vagrant_env: dict[str, str
         }
     assert list(groups["etcd"]["hosts"]) == [n.name for n in nodes if n.role == "master"]
     assert inventory["all"]["vars"]["ansible_user"] == "vagrant"
+    cluster_vars = {k: v for k, v in inventory["all"]["vars"].items() if k in load_spec().cluster_vars()}
+    assert cluster_vars == load_spec().cluster_vars()  # what `harness up` puts in a local inventory
+    assert (inventory["all"]["vars"]["harness_source_dir"], inventory["all"]["vars"]["harness_venv_dir"]) == (
+        "/vagrant", "/opt/harness/venv")
     assert inventory["all"]["vars"]["ansible_ssh_private_key_file"].startswith(vagrant_env["VAGRANT_HOME"])
     assert not (tmp_path / ".vagrant").exists(), "machine state goes to VAGRANT_DOTFILE_PATH"

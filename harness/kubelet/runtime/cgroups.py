@@ -10,6 +10,7 @@ Stdlib-only and cheap to import: the per-container shim uses it.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -149,6 +150,18 @@ def read_oom_kill(cgroups_path: str, layout: CgroupLayout | None = None) -> int:
             return _counter(f.read(), "oom_kill")
     except OSError:
         return 0
+
+
+def remove_if_empty(cgroups_path: str) -> None:
+    """rmdir the cgroup (not its children) in every hierarchy where it has none left; otherwise leave it."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
+            mountinfo = f.read()
+    except OSError:
+        return
+    for point, _fstype, _options in parse_mountinfo(mountinfo):
+        with contextlib.suppress(OSError):
+            (Path(point) / cgroups_path.strip("/")).rmdir()
 
 
 def remove_tree(cgroups_path: str, mountinfo: str | None = None) -> list[Path]:

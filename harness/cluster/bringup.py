@@ -1,0 +1,186 @@
+"""`harness up` as steps: machines, inventory, provisioning (site.yml), every worker Ready, the user's kubeconfig.
+
+Each phase's seconds are kept (`BringUp.phases`) for the summary and for the bring-up figures. Re-running on a
+cluster that is up reuses its machines and re-applies the playbook, which then changes nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from harness.client import kubeconfig
+from harness.cluster import inventory
+from harness.cluster.local import LocalProvider, NodeSpec
+from harness.cluster.provision import PlaybookRun, run_playbook
+from harness.cluster.spec import ClusterSpec
+
+APISERVER_PORT = 6443
+
+
+class NodesNotReadyError(Exception):
+    """Not every worker became a Ready Node in time; the message lists what was seen."""
+
+
+@dataclass
+class NodeState:
+    name: str
+    ready: bool
+    pod_cidr: str = ""
+
+
+@dataclass
+class BringUp:
+    """A cluster's bring-up: where its files are, and how long each phase took."""
+
+    name: str
+    spec: ClusterSpec
+    home: Path  # inventory/<name>
+    settings: Mapping[str, Any] = field(default_factory=dict)  # extra playbook variables (`harness up --set`)
+    phases: dict[str, float] = field(default_factory=dict)
+    nodes: list[NodeSpec] = field(default_factory=list)
+    playbook: PlaybookRun | None = None
+    node_states: list[NodeState] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.nodes = [NodeSpec(n.name, n.role, n.ip) for n in self.spec.nodes()]
+
+    @property
+    def hosts(self) -> Path:
+        return self.home / "hosts.yml"
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.home / "kubeconfig"
+
+    @property
+    def masters(self) -> list[NodeSpec]:
+        return [n for n in self.nodes if n.role == "master"]
+
+    @property
+    def workers(self) -> list[NodeSpec]:
+        return [n for n in self.nodes if n.role == "worker"]
+
+    def apiserver_urls(self) -> list[str]:
+        return [f"http://{m.ip}:{APISERVER_PORT}" for m in self.masters]
+
+    def provider(self) -> LocalProvider:
+        return LocalProvider(self.name, state_dir=self.home / "machines", network=str(self.spec.network),
+                             gateway=str(self.spec.gateway))
+
+    @property
+    def settings_file(self) -> Path:
+        return self.home / "settings.yml"
+
+    def remember_settings(self) -> dict[str, Any]:
+        """The cluster's settings: those of earlier `harness up --set`, updated with this run's."""
+        try:
+            earlier = yaml.safe_load(self.settings_file.read_text()) or {}
+        except FileNotFoundError:
+            earlier = {}
+        settings = {**earlier, **self.settings}
+        if settings:
+            self.home.mkdir(parents=True, exist_ok=True)
+            self.settings_file.write_text("# `harness up --set` settings of this cluster (every host's vars)\n"
+                                          + yaml.safe_dump(settings, sort_keys=True))
+        return settings
+
+    # ---- the phases ----
+
+    def make_machines(self, progress: Callable[[str], None]) -> None:
+        with self._phase("machines"):
+            machines = self.provider()
+            machines.create(self.nodes, progress=progress)
+            self.settings = self.remember_settings()
+            inventory.write_inventory(self.hosts, self.name, self.nodes, machines.key,
+                                      cluster_vars=self.spec.cluster_vars(), settings=self.settings)
+
+    def provision(self, progress: Callable[[str], None]) -> PlaybookRun:
+        with self._phase("provision"):
+            self.playbook = run_playbook(self.hosts, self.home / "ansible", ident="up", progress=progress)
+        return self.playbook
+
+    def wait_nodes_ready(self, progress: Callable[[str], None], timeout: float = 180.0) -> list[NodeState]:
+        with self._phase("nodes Ready"):
+            self.node_states = wait_nodes_ready(self.apiserver_urls(), [w.name for w in self.workers],
+                                                timeout=timeout, progress=progress)
+        return self.node_states
+
+    def write_kubeconfig(self) -> Path:
+        kubeconfig.write(self.kubeconfig, kubeconfig.KubeConfig(servers=self.apiserver_urls(), cluster=self.name))
+        return self.kubeconfig
+
+    def _phase(self, name: str) -> _Phase:
+        return _Phase(self.phases, name)
+
+
+class _Phase:
+    def __init__(self, phases: dict[str, float], name: str) -> None:
+        self.phases, self.name = phases, name
+
+    def __enter__(self) -> None:
+        self.started = time.monotonic()
+
+    def __exit__(self, *exc: object) -> None:
+        self.phases[self.name] = time.monotonic() - self.started
+
+
+def node_states(doc: Mapping[str, Any]) -> dict[str, NodeState]:
+    """{name: NodeState} from a NodeList."""
+    states = {}
+    for node in doc.get("items") or []:
+        conditions = (node.get("status") or {}).get("conditions") or []
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+        name = node["metadata"]["name"]
+        states[name] = NodeState(name, ready, (node.get("spec") or {}).get("podCIDR", ""))
+    return states
+
+
+def list_nodes(urls: list[str], timeout: float = 5.0) -> dict[str, NodeState]:
+    """The Nodes as the first answering apiserver sees them."""
+    last: Exception | None = None
+    for url in urls:
+        try:
+            with urllib.request.urlopen(f"{url}/api/v1/nodes", timeout=timeout) as resp:
+                return node_states(json.loads(resp.read()))
+        except (OSError, urllib.error.URLError, ValueError) as exc:
+            last = exc
+    raise OSError(f"no apiserver answered ({', '.join(urls)}): {last}")
+
+
+def wait_nodes_ready(urls: list[str], names: list[str], *, timeout: float, interval: float = 0.5,
+                     progress: Callable[[str], None] = print) -> list[NodeState]:
+    """Wait until every Node in `names` is Ready; return their states. Raises NodesNotReadyError on timeout."""
+    deadline = time.monotonic() + timeout
+    said: set[str] = set()
+    seen: dict[str, NodeState] = {}
+    error = ""
+    while True:
+        try:
+            seen = list_nodes(urls)
+            error = ""
+        except OSError as exc:
+            error = str(exc)
+        for name in names:
+            if name in seen and seen[name].ready and name not in said:
+                progress(f"node {name} Ready (podCIDR {seen[name].pod_cidr or 'none yet'})")
+                said.add(name)
+        if all(n in seen and seen[n].ready for n in names):
+            return [seen[n] for n in names]
+        if time.monotonic() >= deadline:
+            missing = [f"{n}: {'NotReady' if n in seen else 'not registered'}" for n in names
+                       if not (n in seen and seen[n].ready)]
+            raise NodesNotReadyError(f"nodes not Ready after {timeout:.0f}s: {', '.join(missing)}"
+                                     + (f" (last error: {error})" if error else ""))
+        time.sleep(interval)
+
+
+__all__ = ["BringUp", "NodeState", "NodesNotReadyError", "list_nodes", "node_states", "wait_nodes_ready"]
