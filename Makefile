@@ -65,6 +65,7 @@ bench: deps
 	$(BIN)/python bench/dns.py
 	$(BIN)/python bench/proxy_programming.py
 	$(BIN)/python bench/services.py
+	$(BIN)/python bench/bringup.py
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info reports
