@@ -10,7 +10,7 @@ STAMPS := .stamps
 APT_PACKAGES := etcd-server etcd-client iproute2 procps runc busybox-static iptables util-linux openssh-server openssh-client vagrant
 CLUSTER ?= local
 
-.PHONY: up down status deps lint test unit integration bench clean
+.PHONY: up down status deps lint test unit integration infra bench clean
 
 # A local cluster (1 master, 2 workers as Linux-namespace nodes, provisioned by ansible/site.yml).
 up: deps
@@ -53,8 +53,15 @@ unit: deps
 integration: deps
 	$(BIN)/pytest -q tests/integration
 
+# lint, unit and integration tests, then the testinfra suites against a fresh local cluster of their own (its own
+# name and network: yours is untouched), removed whatever the result (logs of a failed run: reports/failed-<name>/).
 test: deps lint
 	$(BIN)/pytest -q tests/unit tests/integration --junitxml=reports/junit.xml
+	$(BIN)/pytest -q tests/infra --new-cluster --junitxml=reports/infra.xml
+
+# The testinfra suites against a running local cluster (`make up`).
+infra: deps
+	$(BIN)/pytest -q tests/infra --cluster $(CLUSTER)
 
 bench: deps
 	$(BIN)/python bench/apiserver.py

@@ -136,7 +136,8 @@ Machines:   harness status --name {cluster.name}  ·  harness ssh --name {cluste
 Logs:       /var/log/harness/<component>.log on each node, e.g.
             harness ssh --name {cluster.name} {cluster.masters[0].name} tail /var/log/harness/apiserver.log
             (from this host: {(cluster.home / 'machines' / 'nodes').resolve()}/<node>/log/)
-Ansible:    inventory {cluster.hosts} · last run's log {cluster.home / 'ansible' / 'last-run.log'}
+Ansible:    inventory {cluster.hosts.resolve()}
+            last run's log {(cluster.home / 'ansible' / 'last-run.log').resolve()}
 Metrics:    every component's /metrics (Prometheus on the first master comes with the observability work)
 Remove:     harness down --name {cluster.name}""")
 

@@ -16,8 +16,8 @@ import pytest_asyncio
 
 from harness.storage.etcd import EtcdBackend
 from harness.storage.local import LocalEtcd
+from tests.clusters import LocalCluster, keep_logs, new_cluster
 from tests.integration.apiserver_fixtures import api, apiserver, ns  # noqa: F401  (fixtures)
-from tests.integration.clusters import LocalCluster, keep_logs, new_cluster
 
 
 @pytest.fixture(scope="session")

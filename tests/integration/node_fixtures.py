@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import random
 import re
 import shutil
 import signal
@@ -30,11 +29,11 @@ from typing import Any
 
 import pytest
 
+from tests.clusters import free_subnet
 from tests.integration.apiserver_fixtures import ApiServerProcess, start_apiserver, stop_apiserver
 
 CGROUP_ROOT = "/sys/fs/cgroup"
-SUBNETS = range(192, 224)
-SERVICE_CIDR = "10.96.0.0/12"  # third octet of 192.168.<n>.0/24 test node networks
+SERVICE_CIDR = "10.96.0.0/12"
 
 
 def sh(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -172,20 +171,11 @@ def destroy(node: Node) -> None:
     shutil.rmtree(node.root, ignore_errors=True)
 
 
-def _used_subnets() -> set[int]:
-    out = sh("ip", "-o", "-4", "addr", "show").stdout
-    return {int(f.split(".")[2]) for line in out.splitlines() for f in line.split()
-            if f.startswith("192.168.") and "/" in f}
-
-
 def make_network(etcd: Any, workdir: Path) -> Network:
     """The host bridge on a free 192.168.<n>.0/24, and an apiserver listening on its address."""
     if os.geteuid() != 0 or shutil.which("runc") is None:
         pytest.fail("kubelet tests need root and runc: run `make deps` as root")
-    free = [n for n in SUBNETS if n not in _used_subnets()]
-    if not free:
-        pytest.fail("no free 192.168.192-223.0/24 subnet for a test node network")
-    net = Network(bridge=f"hkb-{uuid.uuid4().hex[:6]}", subnet=random.choice(free))
+    net = Network(bridge=f"hkb-{uuid.uuid4().hex[:6]}", subnet=free_subnet())
     try:
         sh("ip", "link", "add", net.bridge, "type", "bridge")
         sh("ip", "addr", "add", f"{net.host_ip}/24", "dev", net.bridge)

@@ -16,7 +16,7 @@ import pytest
 import yaml
 from dnslib import QTYPE, DNSRecord
 
-from tests.integration.clusters import (
+from tests.clusters import (
     SUPERVISORCTL,
     HostSnapshot,
     LocalCluster,

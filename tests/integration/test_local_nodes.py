@@ -7,7 +7,6 @@ destroy() leaves the host's namespaces, links, mounts, routes and processes as t
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 import uuid
@@ -20,8 +19,7 @@ import yaml
 from harness.cluster import local
 from harness.cluster.inventory import write_inventory
 from harness.cluster.local import LocalProvider, LocalProviderError, NodeSpec
-
-SUBNETS = range(192, 224)
+from tests.clusters import free_subnet
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("sshd", path="/usr/sbin") is None,
                                 reason="local nodes need root and openssh-server")
@@ -29,15 +27,6 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("sshd", path="
 
 def sh(*argv: str) -> str:
     return subprocess.run(argv, capture_output=True, text=True, check=False, timeout=30).stdout
-
-
-def _free_subnet() -> int:
-    used = {int(f.split(".")[2]) for f in sh("ip", "-o", "-4", "addr", "show").split()
-            if f.startswith("192.168.") and "/" in f}
-    free = [n for n in SUBNETS if n not in used]
-    if not free:
-        pytest.fail("no free 192.168.192-223.0/24 subnet")
-    return random.choice(free)
 
 
 def snapshot(provider: LocalProvider) -> dict[str, set[str]]:
@@ -73,7 +62,7 @@ BEFORE: dict[str, dict[str, set[str]]] = {}  # cluster -> the host's snapshot be
 
 @pytest.fixture
 def provider(tmp_path: Path) -> Iterator[LocalProvider]:
-    subnet = _free_subnet()
+    subnet = free_subnet()
     made = LocalProvider(f"t{uuid.uuid4().hex[:4]}", state_dir=tmp_path / "state", network=f"192.168.{subnet}.0/24")
     BEFORE[made.cluster] = snapshot(made)
     try:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from harness.cluster.spec import DEFAULT_SPEC_PATH
-from tests.integration.node_fixtures import SUBNETS, _used_subnets
+from tests.clusters import free_subnet
 
 pytestmark = pytest.mark.kubelet
 
@@ -30,7 +30,7 @@ def host_view() -> tuple[str, str, str]:
 
 
 def test_up_ssh_status_down_leave_nothing_behind(tmp_path: Path) -> None:
-    subnet = next(n for n in SUBNETS if n not in _used_subnets())
+    subnet = free_subnet()
     spec = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
     spec["network"] = {"cidr": f"192.168.{subnet}.0/24", "gateway": f"192.168.{subnet}.1",
                        "first_master": f"192.168.{subnet}.10", "first_worker": f"192.168.{subnet}.21"}

@@ -25,17 +25,28 @@ import pytest
 import yaml
 
 from harness.cluster.spec import DEFAULT_SPEC_PATH
-from tests.integration.node_fixtures import SUBNETS, _used_subnets
 
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
 SUPERVISORCTL = f"{VENV_BIN}/supervisorctl -c /etc/harness/supervisor/supervisord.conf"
+SUBNETS = range(192, 224)  # test node networks: 192.168.<n>.0/24 (a user's cluster has 192.168.56.0/24)
 PROVISIONED = re.compile(r"provisioned: (\d+) tasks, (\d+) changes")
 
 
 def run(argv: list[str], cwd: Path | None = None, timeout: float = 60,
         stdin: str | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, check=False, input=stdin)
+
+
+def supervisor_states(status: str) -> dict[str, tuple[str, int | None]]:
+    """{program: (state, pid)} from `supervisorctl status` output."""
+    programs = {}
+    for line in status.splitlines():
+        fields = line.replace(",", " ").split()
+        if len(fields) >= 2:
+            pid = int(fields[fields.index("pid") + 1]) if "pid" in fields else None
+            programs[fields[0]] = (fields[1], pid)
+    return programs
 
 
 @dataclass
@@ -90,14 +101,7 @@ class LocalCluster:
 
     def programs(self, node: str) -> dict[str, tuple[str, int | None]]:
         """{program: (state, pid)} from the node's supervisorctl."""
-        out = self.ssh(node, f"{SUPERVISORCTL} status").stdout
-        programs = {}
-        for line in out.splitlines():
-            fields = line.replace(",", " ").split()
-            if len(fields) >= 2:
-                pid = int(fields[fields.index("pid") + 1]) if "pid" in fields else None
-                programs[fields[0]] = (fields[1], pid)
-        return programs
+        return supervisor_states(self.ssh(node, f"{SUPERVISORCTL} status").stdout)
 
     def log_tail(self, node: str, component: str, lines: int = 40) -> str:
         path = self.home / "machines" / "nodes" / node / "log" / f"{component}.log"
@@ -105,6 +109,17 @@ class LocalCluster:
             return f"--- {node}:{component}.log ---\n" + "\n".join(path.read_text().splitlines()[-lines:])
         except OSError as exc:
             return f"--- {node}:{component}.log: {exc}"
+
+
+def free_subnet() -> int:
+    """A random n with 192.168.<n>.0/24 not on any interface of this host."""
+    out = run(["ip", "-o", "-4", "addr", "show"]).stdout
+    used = {int(f.split(".")[2]) for line in out.splitlines() for f in line.split()
+            if f.startswith("192.168.") and "/" in f}
+    free = [n for n in SUBNETS if n not in used]
+    if not free:
+        pytest.fail("no free 192.168.192-223.0/24 subnet for a test node network")
+    return random.choice(free)
 
 
 def keep_logs(cluster: LocalCluster, reports: Path = ROOT / "reports") -> Path:
@@ -126,10 +141,7 @@ def keep_logs(cluster: LocalCluster, reports: Path = ROOT / "reports") -> Path:
 
 def new_cluster(tmp_path: Path, *, masters: int, workers: int, prefix: str = "t") -> LocalCluster:
     """A cluster spec on a free test subnet under tmp_path; nothing is made yet."""
-    free = [n for n in SUBNETS if n not in _used_subnets()]
-    if not free:
-        pytest.fail("no free 192.168.192-223.0/24 subnet for a test cluster")
-    subnet = random.choice(free)
+    subnet = free_subnet()
     spec = yaml.safe_load(DEFAULT_SPEC_PATH.read_text())
     spec["network"] = {"cidr": f"192.168.{subnet}.0/24", "gateway": f"192.168.{subnet}.1",
                        "first_master": f"192.168.{subnet}.10", "first_worker": f"192.168.{subnet}.21"}
