@@ -7,7 +7,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-APT_PACKAGES := etcd-server etcd-client iproute2 procps runc busybox-static iptables util-linux openssh-server openssh-client vagrant
+APT_PACKAGES := etcd-server etcd-client iproute2 procps runc busybox-static iptables util-linux openssh-server openssh-client prometheus vagrant
+# Packaged daemons harness runs itself, under supervisord inside its nodes: never as the host's services.
+HOST_SERVICES_OFF := etcd prometheus
 CLUSTER ?= local
 
 .PHONY: up down status deps lint test unit integration infra bench clean
@@ -29,7 +31,8 @@ $(STAMPS)/apt: Makefile
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "Installing Debian packages: $$missing"; \
-	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now $(HOST_SERVICES_OFF) >/dev/null 2>&1 || true; fi; \
 	fi
 	@touch $@
 

@@ -7,14 +7,13 @@ run in one process — as the integration tests do.
 from __future__ import annotations
 
 from prometheus_client import (
-    CollectorRegistry,
     Counter,
     Gauge,
     Histogram,
-    PlatformCollector,
-    ProcessCollector,
     generate_latest,
 )
+
+from harness.machinery.health import component_registry
 
 _REQUEST_LABELS = ("verb", "group", "version", "resource", "subresource", "scope", "component")
 # Upstream's buckets: from 5 ms for reads to a minute for slow lists and long writes.
@@ -24,9 +23,7 @@ _DURATION_BUCKETS = (0.005, 0.025, 0.05, 0.1, 0.2, 0.4, 0.6, 0.8, 1.0, 1.25, 1.5
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.registry = component_registry()
         self.requests = Counter("apiserver_request_total", "Counter of apiserver requests broken out for each "
                                 "verb, dry run value, group, version, resource, scope, component, and HTTP "
                                 "response code.", (*_REQUEST_LABELS, "code"), registry=self.registry)

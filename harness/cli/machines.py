@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +40,7 @@ HEALTH = {
     "harness-kubelet": (10250, "/healthz"),
     "harness-kube-proxy": (10256, "/healthz"),
     "harness-etcd": (2379, "/health"),
+    "harness-prometheus": (9090, "/-/ready"),
 }
 
 
@@ -121,6 +123,8 @@ def summary(cluster: BringUp, seconds: float) -> None:
     for n in cluster.nodes:
         runs = ("etcd, apiserver, scheduler, controller-manager, dns" if n.role == "master"
                 else "kubelet, kube-proxy (Ready)")
+        if n is cluster.masters[0]:
+            runs += ", prometheus"
         cidr = states[n.name].pod_cidr if n.name in states else "-"
         print(f"  {n.name:<10} {n.role:<7} {n.ip:<15} {cidr:<15} {runs}")
     venv = Path(sys.executable).parent
@@ -138,7 +142,7 @@ Logs:       /var/log/harness/<component>.log on each node, e.g.
             (from this host: {(cluster.home / 'machines' / 'nodes').resolve()}/<node>/log/)
 Ansible:    inventory {cluster.hosts.resolve()}
             last run's log {(cluster.home / 'ansible' / 'last-run.log').resolve()}
-Metrics:    every component's /metrics (Prometheus on the first master comes with the observability work)
+Metrics:    Prometheus http://{cluster.masters[0].ip}:9090 scrapes every component (targets: harness status)
 Remove:     harness down --name {cluster.name}""")
 
 
@@ -210,6 +214,7 @@ def run_status(args: argparse.Namespace) -> int:
             health = checks[(name, program)].result()
             healthy &= line.startswith("RUNNING") and health in ("", "healthy")
             print(f"  {program:<28} {line:<40} {health}")
+    healthy &= _prometheus_targets([s["ip"] for name, s in status.items() if "harness-prometheus" in programs[name]])
     apiservers = [f"http://{s['ip']}:6443" for s in status.values() if s["role"] == "master"]
     try:
         nodes = list_nodes(apiservers, timeout=3)
@@ -220,6 +225,25 @@ def run_status(args: argparse.Namespace) -> int:
                          or "none registered"))
     healthy &= all(n.ready for n in nodes.values())
     return 0 if healthy else 1
+
+
+def _prometheus_targets(ips: list[str]) -> bool:
+    """Print Prometheus's view of its targets; True when every one is up."""
+    for ip in ips:
+        try:
+            with urllib.request.urlopen(f"http://{ip}:9090/api/v1/targets?state=active", timeout=5) as resp:
+                targets = json.loads(resp.read())["data"]["activeTargets"]
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"\nPrometheus http://{ip}:9090: no answer ({exc})")
+            return False
+        down = [t for t in targets if t.get("health") == "down"]  # "unknown": not scraped yet (just started)
+        up = sum(t.get("health") == "up" for t in targets)
+        print(f"\nPrometheus http://{ip}:9090: {up}/{len(targets)} targets up")
+        for t in sorted(targets, key=lambda t: (t["labels"].get("job", ""), t["labels"].get("instance", ""))):
+            error = f"  {t.get('lastError')}" if t.get("lastError") else ""
+            print(f"  {t['labels'].get('job', '?'):<20} {t['labels'].get('instance', '?'):<10} {t['health']}{error}")
+        return not down
+    return True
 
 
 def add_ssh_arguments(p: argparse.ArgumentParser) -> None:

@@ -13,14 +13,12 @@ import socket
 import uuid
 from dataclasses import dataclass, field
 
-from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector
-
 from harness.client import rest
 from harness.client.events import EventRecorder
 from harness.client.rest import Client
 from harness.controllers.base import Context, Informers, Options
 from harness.controllers.manager import run_controllers
-from harness.machinery.health import health_server
+from harness.machinery.health import component_registry, health_server
 from harness.machinery.leaderelection import LeaderElector
 
 log = logging.getLogger("harness.controller-manager")
@@ -45,9 +43,7 @@ class Config:
 async def serve(config: Config, *, stop: asyncio.Event | None = None) -> int:
     """Run until `stop` is set (0) or leadership is lost (1)."""
     identity = config.identity or f"{socket.gethostname()}_{uuid.uuid4()}"
-    registry = CollectorRegistry()
-    ProcessCollector(registry=registry)
-    PlatformCollector(registry=registry)
+    registry = component_registry()
     client = Client.from_kubeconfig(config.kubeconfig, user_agent="harness-controller-manager")
     recorder = EventRecorder(client, component="controller-manager", host=socket.gethostname(),
                              reporting_instance=identity)

@@ -28,7 +28,7 @@ from harness.client import rest
 from harness.client.rest import Client
 from harness.dns.records import DEFAULT_DOMAIN, DEFAULT_REVERSE_CIDRS, Resolver
 from harness.machinery import informer
-from harness.machinery.health import health_server
+from harness.machinery.health import component_registry, health_server
 from harness.machinery.informer import IndexFunc, Informer, index_by_namespace
 from harness.machinery.selfservice import ServiceRegistrar
 
@@ -61,7 +61,7 @@ class Metrics:
 
     def __init__(self, server: str = "dns://:53", registry: CollectorRegistry | None = None) -> None:
         self.server = server
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or component_registry()
         self.requests = Counter("coredns_dns_requests_total", "Counter of DNS requests made per zone, protocol "
                                 "and family.", ["server", "zone", "proto", "family", "type"], registry=self.registry)
         self.responses = Counter("coredns_dns_responses_total", "Counter of response status codes.",

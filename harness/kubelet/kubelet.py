@@ -54,6 +54,7 @@ from harness.kubelet.runtime import cgroups
 from harness.kubelet.runtime.runc import RuncRuntime
 from harness.kubelet.runtime.types import ContainerInfo
 from harness.kubelet.volumes import VolumeManager
+from harness.machinery.health import component_registry
 from harness.machinery.informer import Informer
 from harness.machinery.workqueue import WorkQueue, run_workers
 
@@ -79,7 +80,7 @@ class Kubelet:
                  puller: Puller | None = None) -> None:
         self.client = client
         self.config = config
-        self.registry = metrics_registry or CollectorRegistry()
+        self.registry = metrics_registry or component_registry()
         self.metrics = KubeletMetrics(self.registry, config.node_name)
         self.images = ImageStore(config.images_dir)
         self.puller: Puller = puller or NoRegistryPuller()

@@ -10,7 +10,16 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
+
+
+def component_registry() -> CollectorRegistry:
+    """A component's metrics registry, with the process and platform metrics every upstream component serves
+    (process_cpu_seconds_total, process_resident_memory_bytes, ..., python_info)."""
+    registry = CollectorRegistry()
+    ProcessCollector(registry=registry)
+    PlatformCollector(registry=registry)
+    return registry
 
 
 @asynccontextmanager

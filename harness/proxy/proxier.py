@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from harness.machinery.health import component_registry
 from harness.proxy import iptables
 from harness.proxy.model import ServicePort, build
 
@@ -66,7 +67,7 @@ class Metrics:
     """kube-proxy's metrics with upstream names, each proxier owning its registry."""
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
-        self.registry = registry or CollectorRegistry()
+        self.registry = registry or component_registry()
         r = self.registry
         self.sync_duration = Histogram("kubeproxy_sync_proxy_rules_duration_seconds",
                                        "SyncProxyRules latency in seconds", registry=r,

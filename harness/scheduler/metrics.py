@@ -9,14 +9,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import (
-    CollectorRegistry,
     Counter,
     Histogram,
-    PlatformCollector,
-    ProcessCollector,
 )
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from harness.machinery.health import component_registry
 
 SCHEDULED, UNSCHEDULABLE, ERROR = "scheduled", "unschedulable", "error"
 
@@ -46,9 +45,7 @@ class _PendingPods(Collector):
 
 class Metrics:
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        ProcessCollector(registry=self.registry)
-        PlatformCollector(registry=self.registry)
+        self.registry = component_registry()
         self.schedule_attempts = Counter(
             "scheduler_schedule_attempts_total", "Number of attempts to schedule pods, by the result. "
             "'unschedulable' means a pod could not be scheduled, while 'error' means an internal scheduler problem.",

@@ -12,10 +12,13 @@ from tests.infra.support import CONTROL_PLANE_PROGRAMS, NODE_PROGRAMS, InfraClus
 testinfra_hosts = ["ansible://all"]
 
 
-def expected_programs(groups: list[str]) -> set[str]:
+def expected_programs(cluster: InfraCluster, machine: Any) -> set[str]:
+    groups = machine.groups
     programs: set[str] = set()
     if "masters" in groups:
         programs |= set(CONTROL_PLANE_PROGRAMS)
+    if machine.name == cluster.masters[0].name:
+        programs.add("harness-prometheus")
     if "workers" in groups:
         programs |= set(NODE_PROGRAMS)
     return programs
@@ -32,7 +35,7 @@ def test_supervisord_runs(host: Any, cluster: InfraCluster) -> None:
 
 
 def test_every_expected_program_is_running(host: Any, cluster: InfraCluster, machine: Any) -> None:
-    for program in sorted(expected_programs(machine.groups)):
+    for program in sorted(expected_programs(cluster, machine)):
         supervised = host.supervisor(program, supervisorctl_path=f"{cluster.venv}/bin/supervisorctl",
                                      supervisorctl_conf="/etc/harness/supervisor/supervisord.conf")
         assert supervised.is_running, (f"{program} on {machine.name} is {supervised.status}\n"
@@ -41,7 +44,7 @@ def test_every_expected_program_is_running(host: Any, cluster: InfraCluster, mac
 
 def test_no_program_is_fatal_or_backing_off(cluster: InfraCluster, machine: Any) -> None:
     programs = cluster.programs(machine.name)
-    assert set(programs) == expected_programs(machine.groups), programs
+    assert set(programs) == expected_programs(cluster, machine), programs
     bad = {p: state for p, (state, _pid) in programs.items() if state in ("FATAL", "BACKOFF", "EXITED", "STOPPED")}
     assert not bad, f"{machine.name}: {bad}\n" + "\n".join(cluster.log_tail(machine.name, p) for p in bad)
 
