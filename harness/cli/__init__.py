@@ -26,6 +26,9 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "proxy": ("harness.cli.proxy", "run kube-proxy: Services and Endpoints as iptables rules on this node"),
     "dns": ("harness.cli.dns", "serve cluster DNS (<svc>.<ns>.svc.cluster.local) from Services and Endpoints"),
     "pod-routes": ("harness.cli.podroutes", "host-gw routes to every Node's podCIDR, for machines with no kubelet"),
+    "log-agent": ("harness.cli.logagent", "tail component and container logs, forward them to the aggregator"),
+    "log-aggregator": ("harness.cli.logaggregator", "receive logs (Fluentd Forward), store them by day and source"),
+    "logs": ("harness.cli.logaggregator:logs", "query the cluster's logs: by node, component, pod, time, pattern"),
     "hollow-nodes": ("harness.cli.hollow", "simulate N nodes that run pods without running anything"),
 }
 
