@@ -241,6 +241,8 @@ def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[
             cache = WatchCache(kind, server.backend)
             server.caches[kind] = cache
             server.stores[kind] = Store(kind, server.backend, cache, server.chain)
+            if kind is registry.by_path("", "v1", "events"):
+                server.stores[kind].ttl = server.config.event_ttl
         allocations = install_allocations(server)
         await asyncio.gather(*(c.start() for c in server.caches.values()))
         await ensure_system_namespaces(server)

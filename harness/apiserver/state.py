@@ -29,6 +29,8 @@ class Config:
     bookmark_interval: float = 10.0
     min_request_timeout: int = 1800
     compaction_interval: float = 300.0
+    #: How long Events are kept (--event-ttl): etcd removes them this long after their last write.
+    event_ttl: int = 3600
     #: How the apiserver reaches kubelets (pods/log): http until the cluster has a PKI.
     kubelet_scheme: str = "http"
     #: Where Services get cluster IPs and node ports (--service-cluster-ip-range, --service-node-port-range).

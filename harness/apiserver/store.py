@@ -98,6 +98,8 @@ class Store:
         #: Set by the app for kinds that hold allocations (Services); see `Lifecycle`.
         self.lifecycle: Lifecycle | None = None
         self.validation_options: validation.Options = validation.DEFAULT_OPTIONS
+        #: Seconds etcd keeps an object after its last write (0: forever); set by the app for Events (--event-ttl).
+        self.ttl = 0
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -161,7 +163,7 @@ class Store:
         # A generated name that happens to be taken gets another try, as upstream retries.
         for attempt in range(3 if generated else 1):
             try:
-                return await self.backend.create(self.kind.key(namespace, md["name"]), encode(obj))
+                return await self.backend.create(self.kind.key(namespace, md["name"]), encode(obj), ttl=self.ttl)
             except KeyExists:
                 if attempt == (2 if generated else 0):
                     raise errors.AlreadyExists(f'{self.kind.resource} "{md["name"]}" already exists',
@@ -229,7 +231,7 @@ class Store:
             return new
         gone = self._finished_terminating(new)
         write = self.backend.delete(rec.key, revision=rec.revision) if gone else \
-            self.backend.update(rec.key, encode(new), revision=rec.revision)
+            self.backend.update(rec.key, encode(new), revision=rec.revision, ttl=self.ttl)
         revision = await _settle(claims, write)
         if gone and self.lifecycle is not None:
             await self.lifecycle.deleted(new)
@@ -267,7 +269,7 @@ class Store:
                     return obj, True
                 if new == obj or opts.dry_run:
                     return new, False
-                revision = await self.backend.update(rec.key, encode(new), revision=rec.revision)
+                revision = await self.backend.update(rec.key, encode(new), revision=rec.revision, ttl=self.ttl)
                 meta.metadata(new)["resourceVersion"] = str(revision)
                 return new, False
             except (RevisionMismatch, KeyNotFound):

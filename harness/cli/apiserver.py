@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import re
 
 from aiohttp import web
 
@@ -29,6 +30,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="tolerationSeconds DefaultTolerationSeconds gives pods for node.kubernetes.io/not-ready")
     p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300, metavar="SECONDS",
                    help="tolerationSeconds DefaultTolerationSeconds gives pods for node.kubernetes.io/unreachable")
+    p.add_argument("--event-ttl", type=duration, default=3600, metavar="DURATION",
+                   help="how long Events are kept after their last update: seconds or 1h, 30m, 90s (default 1h)")
     p.add_argument("--compaction-interval", type=float, default=300.0,
                    help="seconds between etcd compactions (default 300)")
     p.add_argument("--service-cluster-ip-range", default="10.96.0.0/12",
@@ -42,6 +45,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity-lease-renew-interval-seconds", type=float, default=5.0, metavar="SECONDS",
                    help="seconds between renewals of the identity Lease (default 5)")
     p.add_argument("--log-level", default="info")
+
+
+def duration(text: str) -> int:
+    """Whole seconds from `3600`, `1h`, `30m`, `90s` or a sum of them like `1h30m` (Go's duration style)."""
+    if text.isdigit():
+        return int(text)
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
+    if not text or parts is None or not any(parts.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give seconds, or e.g. 1h, 30m, 90s, 1h30m")
+    hours, minutes, seconds = (int(g or 0) for g in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
 
 
 def config_from(args: argparse.Namespace) -> Config:
@@ -58,7 +72,7 @@ def config_from(args: argparse.Namespace) -> Config:
     plugins = tuple(p.strip() for p in args.enable_admission_plugins.split(",") if p.strip())
     return Config(etcd_servers=servers, bind_address=args.bind_address, port=args.port,
                   advertise_address=args.advertise_address or args.bind_address,
-                  admission_plugins=plugins, compaction_interval=args.compaction_interval,
+                  admission_plugins=plugins, compaction_interval=args.compaction_interval, event_ttl=args.event_ttl,
                   default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
                   default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
                   service_cluster_ip_range=args.service_cluster_ip_range,

@@ -42,6 +42,7 @@ class _Pending:
     message: str
     action: str
     when: str
+    component: str
 
 
 @dataclass(slots=True)
@@ -74,17 +75,23 @@ class EventRecorder:
         self._tasks: list[asyncio.Task[None]] = []
         self.dropped = 0
 
+    def for_component(self, component: str) -> ComponentRecorder:
+        """This recorder, with events attributed to `component` (e.g. `deployment-controller` inside the
+        controller-manager, as upstream's source.component says)."""
+        return ComponentRecorder(self, component)
+
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str, *, action: str = "",
-              kind: str = "", api_version: str = "") -> None:
+              kind: str = "", api_version: str = "", component: str = "") -> None:
+        component = component or self.component
         involved = reference(obj, kind=kind, api_version=api_version)
         if len(message) > MAX_MESSAGE:
             message = message[:MAX_MESSAGE - 3] + "..."
-        key = (self.component, self.host, involved.get("kind", ""), involved.get("namespace", ""),
+        key = (component, self.host, involved.get("kind", ""), involved.get("namespace", ""),
                involved.get("name", ""), involved.get("uid", ""), involved.get("apiVersion", ""), type_, reason,
                message)
         queue = self._queues[hash(key) % len(self._queues)]
         try:
-            queue.put_nowait(_Pending(key, involved, type_, reason, message, action, meta.now_rfc3339()))
+            queue.put_nowait(_Pending(key, involved, type_, reason, message, action, meta.now_rfc3339(), component))
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("event queue full, dropping event %s %s for %s", type_, reason, involved.get("name"))
@@ -155,11 +162,24 @@ class EventRecorder:
             "metadata": {"name": name, "namespace": namespace},
             "involvedObject": involved, "reason": pending.reason, "message": pending.message,
             "type": pending.type, "action": pending.action,
-            "source": {k: v for k, v in (("component", self.component), ("host", self.host)) if v},
+            "source": {k: v for k, v in (("component", pending.component), ("host", self.host)) if v},
             "firstTimestamp": pending.when, "lastTimestamp": pending.when, "count": 1,
-            "reportingComponent": self.component, "reportingInstance": self.reporting_instance,
+            "reportingComponent": pending.component, "reportingInstance": self.reporting_instance,
         }
         await self.client.create(EVENTS, event, namespace)
         self._seen[pending.key] = _Seen(namespace, name, 1, pending.when)
         while len(self._seen) > self.remembered:
             self._seen.popitem(last=False)
+
+
+@dataclass(frozen=True, slots=True)
+class ComponentRecorder:
+    """An EventRecorder's view that attributes events to one component (see `EventRecorder.for_component`)."""
+
+    recorder: EventRecorder
+    component: str
+
+    def event(self, obj: dict[str, Any], type_: str, reason: str, message: str, *, action: str = "",
+              kind: str = "", api_version: str = "") -> None:
+        self.recorder.event(obj, type_, reason, message, action=action, kind=kind, api_version=api_version,
+                            component=self.component)

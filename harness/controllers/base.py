@@ -8,10 +8,11 @@ changing, write through the client.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Protocol
+from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
@@ -41,6 +42,13 @@ INDEXERS = {"namespace": index_by_namespace, "node": index_by_node, "owner": ind
 
 class Recorder(Protocol):
     def event(self, obj: dict[str, Any], type_: str, reason: str, message: str) -> None: ...
+
+
+@runtime_checkable
+class ComponentRecorders(Protocol):
+    """A recorder that can attribute events to a controller (EventRecorder.for_component)."""
+
+    def for_component(self, component: str) -> Recorder: ...
 
 
 class ApiClient(Protocol):
@@ -115,8 +123,13 @@ class Controller:
 
     name: ClassVar[str] = ""
     workers: ClassVar[int] = 1
+    #: The source.component of this controller's Events (upstream's names; default `<name>-controller`).
+    event_source: ClassVar[str] = ""
 
     def __init__(self, ctx: Context) -> None:
+        if isinstance(ctx.recorder, ComponentRecorders):
+            ctx = dataclasses.replace(ctx, recorder=ctx.recorder.for_component(self.event_source
+                                                                               or f"{self.name}-controller"))
         self.ctx = ctx
         self.queue = WorkQueue(self.name, registry=ctx.registry)
 

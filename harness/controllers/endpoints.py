@@ -150,6 +150,7 @@ def endpoint_view(pod: dict[str, Any]) -> tuple[Any, ...]:
 
 class EndpointsController(Controller):
     name = "endpoints"
+    event_source = "endpoint-controller"
     workers = 4
 
     def __init__(self, ctx: Context) -> None:

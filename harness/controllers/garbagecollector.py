@@ -57,6 +57,7 @@ def waits_for_dependents(obj: dict[str, Any]) -> bool:
 
 class GarbageCollector(Controller):
     name = "garbagecollector"
+    event_source = "garbage-collector-controller"
     workers = 4
 
     def __init__(self, ctx: Context) -> None:

@@ -28,6 +28,7 @@ def next_free(cluster: ipaddress.IPv4Network | ipaddress.IPv6Network, mask: int,
 
 class NodeIpamController(Controller):
     name = "nodeipam"
+    event_source = "cidrAllocator"
     workers = 1
 
     def __init__(self, ctx: Context) -> None:

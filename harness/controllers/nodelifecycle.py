@@ -126,6 +126,7 @@ def eviction_time(tolerations: Iterable[Mapping[str, Any]], taints: list[tuple[d
 
 class NodeLifecycleController(Controller):
     name = "nodelifecycle"
+    event_source = "node-controller"
     workers = 2
 
     def __init__(self, ctx: Context) -> None:

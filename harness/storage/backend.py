@@ -99,12 +99,14 @@ class Backend(Protocol):
     async def count(self, prefix: str) -> int:
         ...
 
-    async def create(self, key: str, value: bytes) -> int:
-        """Store `value` at a new `key`; KeyExists if it is there. Returns the revision."""
+    async def create(self, key: str, value: bytes, *, ttl: int = 0) -> int:
+        """Store `value` at a new `key`; KeyExists if it is there. Returns the revision. With `ttl` the key is
+        removed by the store itself at least `ttl` seconds later (Events: the apiserver's --event-ttl)."""
         ...
 
-    async def update(self, key: str, value: bytes, *, revision: int) -> int:
-        """Replace `key` if its mod revision is still `revision`; RevisionMismatch otherwise."""
+    async def update(self, key: str, value: bytes, *, revision: int, ttl: int = 0) -> int:
+        """Replace `key` if its mod revision is still `revision`; RevisionMismatch otherwise. `ttl` as for create,
+        counted from this write."""
         ...
 
     async def delete(self, key: str, *, revision: int = 0) -> int:

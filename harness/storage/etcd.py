@@ -69,6 +69,11 @@ _RANGE = operator.attrgetter("kv.Range")
 _TXN = operator.attrgetter("kv.Txn")
 _DELETE = operator.attrgetter("kv.DeleteRange")
 _COMPACT = operator.attrgetter("kv.Compact")
+_LEASE_GRANT = operator.attrgetter("lease.LeaseGrant")
+# Keys with a TTL share leases, as the apiserver's lease manager does: one lease per TTL is reused for 5% of the
+# TTL, at most this long, and granted for TTL + that, so every key lives at least its TTL and etcd holds few leases.
+LEASE_REUSE_SECONDS = 60
+LEASE_REUSE_FRACTION = 0.05
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +85,7 @@ class _Conn:
     kv: Any
     watch: Any
     maintenance: Any
+    lease: Any
 
 
 class EtcdBackend:
@@ -98,6 +104,7 @@ class EtcdBackend:
             raise ValueError("a client certificate needs both cert_file and key_file")
         self.endpoints = list(endpoints)
         self._targets = [_target(url) for url in self.endpoints]
+        self._leases: dict[int, tuple[int, float]] = {}  # ttl -> (lease id, when granted)
         self._tls_files = (ca_file, cert_file, key_file)
         self._timeout = request_timeout
         self._connect_timeout = connect_timeout
@@ -151,7 +158,7 @@ class EtcdBackend:
         else:
             channel = rpc.insecure_channel(target, options=_CHANNEL_OPTIONS)
         return _Conn(self.endpoints[index], channel, rpc.KVStub(channel), rpc.WatchStub(channel),
-                     rpc.MaintenanceStub(channel))
+                     rpc.MaintenanceStub(channel), rpc.LeaseStub(channel))
 
     async def _connection(self) -> _Conn:
         conn = self._conn
@@ -231,23 +238,53 @@ class EtcdBackend:
 
     # -- writes ------------------------------------------------------------------------------
 
-    async def create(self, key: str, value: bytes) -> int:
+    async def _lease_for(self, ttl: int) -> int:
+        """A lease that outlives `ttl` seconds from now: a recent one for this TTL, or a new one (0: no TTL)."""
+        if ttl <= 0:
+            return 0
+        now = asyncio.get_running_loop().time()
+        reuse = max(1, min(LEASE_REUSE_SECONDS, int(ttl * LEASE_REUSE_FRACTION)))
+        lease_id, granted = self._leases.get(ttl, (0, 0.0))
+        if lease_id and now - granted < reuse:
+            return lease_id
+        resp = await self._rpc(_LEASE_GRANT, rpc.LeaseGrantRequest(TTL=ttl + reuse), idempotent=True)
+        self._leases[ttl] = (int(resp.ID), now)
+        return int(resp.ID)
+
+    async def _with_lease(self, ttl: int, write: Callable[[int], Any]) -> Any:
+        """Run `write(lease id)`; when etcd no longer knows a cached lease (revoked, or an etcd restored from a
+        snapshot), forget it and write once more with a new one."""
+        try:
+            return await write(await self._lease_for(ttl))
+        except StorageError as exc:
+            if ttl <= 0 or "lease not found" not in str(exc):
+                raise
+            self._leases.pop(ttl, None)
+            return await write(await self._lease_for(ttl))
+
+    async def create(self, key: str, value: bytes, *, ttl: int = 0) -> int:
+        return int(await self._with_lease(ttl, lambda lease: self._create(key, value, lease)))
+
+    async def _create(self, key: str, value: bytes, lease: int) -> int:
         k = key.encode()
         request = rpc.TxnRequest(
             compare=[rpc.Compare(key=k, target=rpc.Compare.CREATE, result=rpc.Compare.EQUAL, create_revision=0)],
-            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=value))],
+            success=[rpc.RequestOp(request_put=rpc.PutRequest(key=k, value=value, lease=lease))],
         )
         resp = await self._rpc(_TXN, request, idempotent=False)
         if not resp.succeeded:
             raise KeyExists(key)
         return int(resp.header.revision)
 
-    async def update(self, key: str, value: bytes, *, revision: int) -> int:
+    async def update(self, key: str, value: bytes, *, revision: int, ttl: int = 0) -> int:
         if revision <= 0:
             raise ValueError(f"update of {key} needs the revision it read, not {revision}")
+        return int(await self._with_lease(ttl, lambda lease: self._update(key, value, revision, lease)))
+
+    async def _update(self, key: str, value: bytes, revision: int, lease: int) -> int:
         k = key.encode()
         resp = await self._rpc(_TXN, _if_revision(k, revision, rpc.RequestOp(
-            request_put=rpc.PutRequest(key=k, value=value))), idempotent=False)
+            request_put=rpc.PutRequest(key=k, value=value, lease=lease))), idempotent=False)
         if not resp.succeeded:
             raise RevisionMismatch(key, _current(resp))
         return int(resp.header.revision)

@@ -40,7 +40,7 @@ class MemoryBackend:
     async def list(self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = "") -> Page:
         return Page([r for k, r in sorted(self.data.items()) if k.startswith(prefix)], self.revision, False)
 
-    async def create(self, key: str, value: bytes) -> int:
+    async def create(self, key: str, value: bytes, *, ttl: int = 0) -> int:
         await asyncio.sleep(0)
         if key in self.data:
             raise KeyExists(key)

@@ -96,3 +96,14 @@ def test_inventory_carries_the_spec_networks_and_settings_for_every_role() -> No
     assert list(inv["all"]["children"]["etcd"]["hosts"]) == ["master-1"]
     assert inv["all"]["children"]["workers"]["hosts"]["worker-2"]["node_ip"] == "192.168.56.22"
     assert yaml.safe_load(yaml.safe_dump(inv)) == inv
+
+
+def test_event_ttl_takes_seconds_or_go_durations() -> None:
+    import argparse
+
+    from harness.cli.apiserver import duration
+
+    assert [duration(t) for t in ("3600", "1h", "30m", "90s", "1h30m", "2m5s")] == [3600, 3600, 1800, 90, 5400, 125]
+    for bad in ("", "1d", "h", "5 m", "-1"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+            duration(bad)
