@@ -76,6 +76,7 @@ bench: deps
 	$(BIN)/python bench/proxy_programming.py
 	$(BIN)/python bench/services.py
 	$(BIN)/python bench/bringup.py
+	$(BIN)/python bench/log_pipeline.py
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info reports

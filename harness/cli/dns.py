@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import ipaddress
 import logging
 
@@ -49,14 +48,7 @@ def config_from(args: argparse.Namespace) -> Config:
                   service_ip=args.service_ip, advertise_address=args.advertise_address)
 
 
-async def main(config: Config) -> int:
-    """Serve until SIGTERM/SIGINT (0), or 1 if the server could not start."""
-    stop = lifecycle.stop_on_signals()
-    code = await serve(config, stop=stop)
-    log.info("stopped")
-    return code
-
-
 def run(args: argparse.Namespace) -> int:
     logs.setup("harness.dns", args.log_level)
-    return asyncio.run(main(config_from(args)))
+    config = config_from(args)
+    return lifecycle.serve_until_signalled(lambda stop: serve(config, stop=stop), log)

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
+from collections.abc import Awaitable, Callable
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -13,3 +15,14 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+def serve_until_signalled(serve: Callable[[asyncio.Event], Awaitable[int]], log: logging.Logger) -> int:
+    """Run `serve(stop)` in a new event loop, with `stop` set by SIGTERM/SIGINT; its exit code (logged "stopped")."""
+
+    async def main() -> int:
+        code = await serve(stop_on_signals())
+        log.info("stopped")
+        return code
+
+    return asyncio.run(main())

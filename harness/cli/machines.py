@@ -41,6 +41,8 @@ HEALTH = {
     "harness-kube-proxy": (10256, "/healthz"),
     "harness-etcd": (2379, "/health"),
     "harness-prometheus": (9090, "/-/ready"),
+    "harness-log-agent": (24221, "/healthz"),
+    "harness-log-aggregator": (24220, "/healthz"),
 }
 
 
@@ -124,7 +126,7 @@ def summary(cluster: BringUp, seconds: float) -> None:
         runs = ("etcd, apiserver, scheduler, controller-manager, dns" if n.role == "master"
                 else "kubelet, kube-proxy (Ready)")
         if n is cluster.masters[0]:
-            runs += ", prometheus"
+            runs += ", prometheus, log aggregator"
         cidr = states[n.name].pod_cidr if n.name in states else "-"
         print(f"  {n.name:<10} {n.role:<7} {n.ip:<15} {cidr:<15} {runs}")
     venv = Path(sys.executable).parent
@@ -143,6 +145,7 @@ Logs:       /var/log/harness/<component>.log on each node, e.g.
 Ansible:    inventory {cluster.hosts.resolve()}
             last run's log {(cluster.home / 'ansible' / 'last-run.log').resolve()}
 Metrics:    Prometheus http://{cluster.masters[0].ip}:9090 scrapes every component (targets: harness status)
+Cluster logs: harness logs --name {cluster.name} [--component kubelet] [--namespace NS --pod P] [--since 10m] [--follow]
 Remove:     harness down --name {cluster.name}""")
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 
 from harness.cli import lifecycle, logs
@@ -50,14 +49,7 @@ def config_from(args: argparse.Namespace) -> Config:
                   unschedulable_timeout=args.pod_max_in_unschedulable_pods_duration)
 
 
-async def main(config: Config) -> int:
-    """Serve until SIGTERM/SIGINT (0) or until leadership is lost (1)."""
-    stop = lifecycle.stop_on_signals()
-    code = await serve(config, stop=stop)
-    log.info("stopped")
-    return code
-
-
 def run(args: argparse.Namespace) -> int:
     logs.setup("harness.scheduler", args.log_level)
-    return asyncio.run(main(config_from(args)))
+    config = config_from(args)
+    return lifecycle.serve_until_signalled(lambda stop: serve(config, stop=stop), log)

@@ -31,6 +31,7 @@ from harness.machinery import informer
 from harness.machinery.health import component_registry, health_server
 from harness.machinery.informer import IndexFunc, Informer, index_by_namespace
 from harness.machinery.selfservice import ServiceRegistrar
+from harness.machinery.service import run_until_stopped
 
 log = logging.getLogger("harness.dns")
 
@@ -331,18 +332,7 @@ class DnsServer:
 async def serve(config: Config, *, stop: asyncio.Event) -> int:
     """Run a DnsServer until `stop` is set; 0 then, 1 if it could not start."""
     server = DnsServer(config)
-    task = asyncio.create_task(server.run(), name="dns-server")
-    stopping = asyncio.create_task(stop.wait())
     try:
-        await asyncio.wait((task, stopping), return_when=asyncio.FIRST_COMPLETED)
-        if task.done():
-            exc = task.exception()
-            if exc is not None:
-                log.error("%s", exc)
-            return 1
-        return 0
+        return await run_until_stopped(server.run(), stop, name="dns-server", log=log)
     finally:
-        for t in (task, stopping):
-            t.cancel()
-        await asyncio.gather(task, stopping, return_exceptions=True)
         await server.client.close()

@@ -14,11 +14,11 @@ testinfra_hosts = ["ansible://all"]
 
 def expected_programs(cluster: InfraCluster, machine: Any) -> set[str]:
     groups = machine.groups
-    programs: set[str] = set()
+    programs = {"harness-log-agent"}
     if "masters" in groups:
         programs |= set(CONTROL_PLANE_PROGRAMS)
     if machine.name == cluster.masters[0].name:
-        programs.add("harness-prometheus")
+        programs |= {"harness-prometheus", "harness-log-aggregator"}
     if "workers" in groups:
         programs |= set(NODE_PROGRAMS)
     return programs
