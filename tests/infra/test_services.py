@@ -43,8 +43,10 @@ def test_cluster_ip_answers_from_every_worker_spreading_over_the_pods(cluster: I
             seen.update(line for line in out.split() if line)
             return seen == names
 
-        cluster.wait(spread, 30, lambda w=worker, s=seen: f"{ip} from {w.name} reached {sorted(s)} of "
-                     f"{sorted(names)}\n" + cluster.describe(web, ("harness-kube-proxy",)), interval=0)
+        cluster.wait(spread, 30, lambda w=worker, s=seen, h=host: f"{ip} from {w.name} reached {sorted(s)} of "
+                     f"{sorted(names)}; its rules for the Service:\n"
+                     + h.run(f"iptables-save -t nat | grep -e '{web}/web' -e KUBE-SEP").stdout
+                     + cluster.describe(web, ("harness-kube-proxy",)), interval=0)
 
 
 def test_node_port_answers_on_every_worker(cluster: InfraCluster, web: str) -> None:

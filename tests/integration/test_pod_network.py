@@ -517,3 +517,25 @@ def test_route_sync_only_ever_changes_its_own_routes(node: Node) -> None:
     assert node.call(_current_routes) == {}
     shown = node.ip("route").stdout
     assert "10.244.9.0/24 via 192.168.56.1" in shown and "proto 75" not in shown, shown
+
+
+def test_a_reused_address_is_reachable_at_once_from_other_pods_and_the_node(node: Node) -> None:
+    """A pod that gets the address of a pod that went is reached at once: it announces itself (gratuitous ARP) and
+    the node's entry is dropped, instead of neighbours sending to the old pod's MAC until their entries age out."""
+    cidr = "10.244.9.0/29"  # five pod addresses: reuse comes quickly
+    peer = node.call(_setup, str(node.root), cidr, "peer")
+    first = node.call(_setup, str(node.root), cidr, "reuse-0")
+    node_ping = ["ip", "netns", "exec", node.name, "busybox", "ping", "-c1", "-W2"]
+    ping(peer, first.ip)
+    assert sh(*node_ping, first.ip, check=False).returncode == 0
+    assert "REACHABLE" in in_pod(peer, "ip", "neigh", "show", first.ip).stdout
+    node.call(_teardown, str(node.root), "reuse-0")
+    for i in range(1, 7):
+        again = node.call(_setup, str(node.root), cidr, f"reuse-{i}")
+        if again.ip == first.ip:
+            break
+    else:
+        pytest.fail(f"{first.ip} was not handed out again in a /29")
+    ping(peer, again.ip)
+    pinged = sh(*node_ping, again.ip, check=False)
+    assert pinged.returncode == 0, f"the node cannot reach the pod that took {again.ip}: {pinged.stdout}"

@@ -174,3 +174,15 @@ def _try(ipam: HostLocalIPAM, owner: str) -> str:
         return ipam.allocate(owner)
     except IPAMExhausted:
         return "full"
+
+
+def test_a_gratuitous_arp_announces_the_address_from_itself() -> None:
+    from harness.kubelet.network.pods import gratuitous_arp
+
+    frame = gratuitous_arp("0a:58:0a:f4:01:05", "10.244.1.5")
+    mac, ip = bytes.fromhex("0a580af40105"), bytes([10, 244, 1, 5])
+    assert frame[:6] == b"\xff" * 6 and frame[6:12] == mac and frame[12:14] == b"\x08\x06"
+    arp = frame[14:]
+    assert arp[:8] == b"\x00\x01\x08\x00\x06\x04\x00\x01"  # Ethernet/IPv4, request
+    assert arp[8:14] == mac and arp[14:18] == ip and arp[18:24] == b"\x00" * 6 and arp[24:28] == ip
+    assert len(frame) == 42

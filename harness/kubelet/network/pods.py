@@ -43,6 +43,8 @@ from harness.kubelet.network.netns import (
 
 log = logging.getLogger(__name__)
 
+ETH_P_ARP = 0x0806
+
 POD_IFNAME = "eth0"
 DEFAULT_MTU = 1500
 IFF_UP = 0x1
@@ -274,7 +276,10 @@ class PodNetwork:
                 pod.addr("replace", index=eth0["index"], address=iface.ip, prefixlen=iface.prefix_len)
                 pod.link("set", index=eth0["index"], state="up")
                 pod.route("replace", dst="0.0.0.0/0", gateway=iface.gateway, oif=eth0["index"])
+                mac = eth0.get_attr("IFLA_ADDRESS")
             ipr.link("set", index=veth["index"], state="up")
+            forget_neighbour(ipr, bridge["index"], iface.ip)
+        announce(path, iface.ip, mac)
 
     def teardown(self, pod_uid: str) -> None:
         """Remove the pod's veth (its peer goes with it), namespace file and address. Idempotent: works after a
@@ -351,6 +356,42 @@ class PodNetwork:
             log.warning("ignoring unreadable pod network record %s: %s", path, exc)
             return None
         return iface
+
+
+def forget_neighbour(ipr: Any, index: int, ip: str) -> None:
+    """Drop the node's ARP entry for `ip` on the bridge: a pod that had the address before had another MAC, and a
+    REACHABLE entry would send its traffic there for up to ~45 s."""
+    with contextlib.suppress(NetlinkError):
+        ipr.neigh("del", dst=ip, ifindex=index)
+
+
+def gratuitous_arp(mac: str, ip: str) -> bytes:
+    """An Ethernet broadcast ARP request for `ip` from `ip` itself (a gratuitous ARP)."""
+    hw = bytes.fromhex(mac.replace(":", ""))
+    addr = socket.inet_aton(ip)
+    ethernet = b"\xff" * 6 + hw + ETH_P_ARP.to_bytes(2, "big")
+    arp = (b"\x00\x01\x08\x00\x06\x04\x00\x01" + hw + addr + b"\x00" * 6 + addr)
+    return ethernet + arp
+
+
+def announce(netns_path: Path, ip: str, mac: str | None) -> None:
+    """Tell the pod's neighbours (other pods on the bridge, the node) that `ip` is now at `mac`, as the CNI bridge
+    plugin does: addresses are reused after a pod goes, and caches would still hold the old pod's MAC."""
+    if not mac:
+        return
+    try:
+        sock = open_socket(netns_path, socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ARP))
+    except NetnsError as exc:
+        log.warning("gratuitous ARP for %s: %s", ip, exc)
+        return
+    with sock:
+        try:
+            sock.bind((POD_IFNAME, ETH_P_ARP))
+            frame = gratuitous_arp(mac, ip)
+            for _ in range(2):
+                sock.send(frame)
+        except OSError as exc:
+            log.warning("gratuitous ARP for %s: %s", ip, exc.strerror or exc)
 
 
 def _sysctl(key: str, value: str) -> None:
