@@ -10,6 +10,7 @@ import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 
 from tests.infra.support import BUSYBOX, InfraCluster
@@ -56,7 +57,8 @@ spec:
         assert all(r["node"] == node and r["container"] == "main" and r["namespace"] == ns for r in records)
 
 
-def test_nothing_is_lost_when_the_aggregator_and_an_agent_are_killed(cluster: InfraCluster) -> None:
+def test_nothing_is_lost_when_the_aggregator_and_an_agent_are_killed(
+        cluster: InfraCluster, record_property: Callable[[str, object], None]) -> None:
     run = uuid.uuid4().hex[:8]
     worker, aggregator = cluster.workers[0], cluster.masters[0]
     host = cluster.host(worker.name)
@@ -113,4 +115,5 @@ spec:
             seen = numbers(source, prefix)
             duplicates = sum(seen.values()) - LINES
             print(f"no-loss, {name}: {LINES} lines, all delivered, {duplicates} duplicates")
+            record_property(f"{name}_duplicates", duplicates)  # in the JUnit report (reports/infra.xml)
         host.run(f"rm -f {component_log}")
