@@ -1,13 +1,8 @@
 """The node's log agent: tails component and container logs and forwards them to the aggregator, losing nothing.
 
-Sources:
-
-- component logs (`/var/log/harness/*.log`, written and rotated by supervisord), except the agent's own and
-  supervisord's: one record per line, {"node", "component", "message"} plus "level" and "logger" when the line is
-  in the components' `ts=... level=... logger=... msg="..."` format (the event time is then `ts`);
-- container logs (`/var/log/pods/<namespace>_<pod>_<uid>/<container>/<restart>.log`, CRI format, rotated by the
-  runtime): one record per message, partial lines joined, {"node", "namespace", "pod", "container", "stream",
-  "message"}, timed by the runtime's timestamp.
+Sources: component logs (`/var/log/harness/*.log`, written and rotated by supervisord) except the agent's own and
+supervisord's, and container logs (`/var/log/pods/*/*/*.log`, CRI format, rotated by the runtime); what their lines
+become is `harness.logging.sources`.
 
 The pipeline is at-least-once end to end. A worker thread reads the files (`tail.Watcher`), appends records to the
 file buffer and fsyncs it, and only then commits the tail positions; so a crash repeats lines, never skips them.
@@ -23,7 +18,6 @@ import contextlib
 import fcntl
 import logging
 import os
-import re
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -41,8 +35,17 @@ from harness.logging.buffer import (
     FileBuffer,
     LogBufferError,
 )
-from harness.logging.cri import CriJoiner, CriMessage, CriParseError, parse_line, parse_timestamp
-from harness.logging.tail import FileId, Line, Position, PositionStore, TailError, Watcher
+from harness.logging.sources import (
+    COMPONENT,
+    CONTAINER,
+    ComponentSource,
+    PodSource,
+    Source,
+    SourcePathError,
+    chunk_tag,
+    pod_log_source,
+)
+from harness.logging.tail import Position, PositionStore, TailError, Watcher
 from harness.machinery.health import component_registry, health_server
 
 log = logging.getLogger("harness.logging.agent")
@@ -54,8 +57,6 @@ DEFAULT_COMPONENT_LOGS = "/var/log/harness/*.log"
 DEFAULT_POD_LOGS = "/var/log/pods/*/*/*.log"
 #: Component log files never forwarded: the agent's own (a loop) and supervisord's.
 EXCLUDED_COMPONENT_LOGS = ("log-agent.log", "supervisord.log")
-#: The tag of a chunk whose records come from more than one source.
-GENERIC_TAG = "harness.logs"
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
 CONNECT_TIMEOUT = 10.0
@@ -63,21 +64,14 @@ CONNECT_TIMEOUT = 10.0
 READ_BUDGET = 4 * 1024 * 1024
 #: How often the globs are expanded again to find new files.
 SCAN_INTERVAL = 1.0
-#: A partial container line whose end has not come after this long is forwarded as it is.
-PARTIAL_MAX_AGE = 5.0
 #: How long a stopping agent keeps sending what is buffered (the rest waits on disk for the next start).
 DRAIN_TIMEOUT = 5.0
 READ_SIZE = 64 * 1024
 FORWARD_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
-COMPONENT, CONTAINER = "component", "container"
 
 
 class AgentError(RuntimeError):
     """The agent cannot start (its data directory is in use by another agent or not writable)."""
-
-
-class SourcePathError(ValueError):
-    """A container log path that is not `.../<namespace>_<pod>_<uid>/<container>/<file>`."""
 
 
 class SendError(Exception):
@@ -108,188 +102,6 @@ class AgentConfig:
     def poll_interval(self) -> float:
         """How often files are looked at when idle: half the flush interval, within [0.25 s, 1 s]."""
         return min(max(self.flush_interval / 2, 0.25), 1.0)
-
-
-# --------------------------------------------------------------------------------------------------- records
-
-_COMPONENT_LINE = re.compile(
-    r'ts=(?P<ts>\S+) level=(?P<level>\S+) logger=(?P<logger>\S+) msg="(?P<msg>(?:[^"\\]|\\.)*)"'
-    r'(?: exc="(?P<exc>(?:[^"\\]|\\.)*)")?'
-)
-_ESCAPE = re.compile(r"\\(.)")
-_UNESCAPED = {"n": "\n"}
-
-
-@dataclass(frozen=True, slots=True)
-class ComponentLine:
-    """A component log line in the `ts= level= logger= msg=` format (harness.cli.logs.LineFormatter)."""
-
-    time: float | None
-    level: str
-    logger: str
-    message: str
-
-
-def _unescape(value: str) -> str:
-    """Undo LineFormatter's escaping of a quoted value (\\n, \\", \\\\)."""
-    return _ESCAPE.sub(lambda m: _UNESCAPED.get(m[1], m[1]), value) if "\\" in value else value
-
-
-def parse_component_line(text: str) -> ComponentLine | None:
-    """The fields of a line in our components' format; None for any other line (e.g. a raw traceback)."""
-    m = _COMPONENT_LINE.match(text)
-    if m is None:
-        return None
-    try:
-        when: float | None = parse_timestamp(m["ts"])
-    except CriParseError:
-        when = None
-    message = _unescape(m["msg"])
-    if m["exc"] is not None:
-        message += "\n" + _unescape(m["exc"])
-    return ComponentLine(when, m["level"], m["logger"], message)
-
-
-def component_name(path: str) -> str:
-    """The component a supervisord log file is of: its name without `.log` (`/var/log/harness/kubelet.log`)."""
-    name = os.path.basename(path)
-    return name[:-4] if name.endswith(".log") else name
-
-
-def component_record(node: str, component: str, text: str, read_time: float) -> tuple[float, dict[str, Any]]:
-    """(event time, record) of one component log line."""
-    record: dict[str, Any] = {"node": node, "component": component}
-    parsed = parse_component_line(text)
-    if parsed is None:
-        record["message"] = text
-        return read_time, record
-    record.update(message=parsed.message, level=parsed.level, logger=parsed.logger)
-    return (parsed.time if parsed.time is not None else read_time), record
-
-
-@dataclass(frozen=True, slots=True)
-class PodLogSource:
-    """Whose a container log file is, from its path `<namespace>_<pod>_<uid>/<container>/<restart>.log`."""
-
-    namespace: str
-    pod: str
-    uid: str
-    container: str
-
-
-def pod_log_source(path: str) -> PodLogSource:
-    """The pod and container of a container log path; SourcePathError if it is not laid out as the kubelet does.
-
-    Kubernetes names cannot contain `_`, so the namespace is what precedes the first `_` and the uid what follows
-    the last one; the pod name is in between."""
-    parts = Path(path).parts
-    if len(parts) < 3:
-        raise SourcePathError(f"not a container log path: {path}")
-    pod_dir, container = parts[-3], parts[-2]
-    namespace, sep1, rest = pod_dir.partition("_")
-    pod, sep2, uid = rest.rpartition("_")
-    if not (sep1 and sep2 and namespace and pod and uid and container):
-        raise SourcePathError(f"not a <namespace>_<pod>_<uid> pod log directory: {path}")
-    return PodLogSource(namespace, pod, uid, container)
-
-
-def container_record(node: str, source: PodLogSource, message: CriMessage) -> tuple[float, dict[str, Any]]:
-    """(event time, record) of one container log message."""
-    return message.time, {"node": node, "namespace": source.namespace, "pod": source.pod,
-                          "container": source.container, "stream": message.stream,
-                          "message": message.content.decode("utf-8", "replace")}
-
-
-def record_tag(record: dict[str, Any]) -> str:
-    """The Forward tag of a record: `harness.component.<component>` or `harness.pod.<ns>.<pod>.<container>`."""
-    if "component" in record:
-        return f"harness.component.{record['component']}"
-    if "pod" in record:
-        return f"harness.pod.{record.get('namespace')}.{record['pod']}.{record.get('container')}"
-    return GENERIC_TAG
-
-
-def chunk_tag(entries: Iterable[forward.Entry]) -> str:
-    """The tag to send a chunk with: its records' tag if they share one, else the generic `harness.logs`."""
-    tags = {record_tag(e.record) for e in entries}
-    return tags.pop() if len(tags) == 1 else GENERIC_TAG
-
-
-# --------------------------------------------------------------------------------------------------- sources
-
-
-class ComponentSource:
-    """Turns a component log file's lines into records."""
-
-    kind = COMPONENT
-
-    def __init__(self, node: str, path: str) -> None:
-        self.node = node
-        self.component = component_name(path)
-
-    def records(self, lines: Iterable[Line], read_time: float, now: float) -> list[tuple[float, dict[str, Any]]]:
-        """Records of complete lines (a trailing carriage return dropped)."""
-        out = []
-        for line in lines:
-            text = line.data.decode("utf-8", "replace")
-            if text.endswith("\r"):
-                text = text[:-1]
-            out.append(component_record(self.node, self.component, text, read_time))
-        return out
-
-    def hold(self, ident: FileId) -> int | None:
-        """Nothing is held back: every line read is a record."""
-        return None
-
-    def stale(self, now: float) -> list[tuple[float, dict[str, Any]]]:
-        """Nothing waits: component lines are never joined."""
-        return []
-
-    def finish(self) -> list[tuple[float, dict[str, Any]]]:
-        """Nothing is left when the file goes away."""
-        return []
-
-
-class PodSource:
-    """Turns a container log file's CRI lines into records, joining partial lines."""
-
-    kind = CONTAINER
-
-    def __init__(self, node: str, path: str) -> None:
-        self.node = node
-        self.source = pod_log_source(path)
-        self.joiner = CriJoiner()
-
-    def records(self, lines: Iterable[Line], read_time: float, now: float) -> list[tuple[float, dict[str, Any]]]:
-        """Records of the messages these lines complete; a line that is not CRI is forwarded as it is."""
-        out = []
-        for line in lines:
-            try:
-                cri = parse_line(line.data)
-            except CriParseError:
-                raw = CriMessage(read_time, "unknown", line.data)
-                out.append(container_record(self.node, self.source, raw))
-                continue
-            message = self.joiner.feed(cri, (line.ident, line.start), now)
-            if message is not None:
-                out.append(container_record(self.node, self.source, message))
-        return out
-
-    def hold(self, ident: FileId) -> int | None:
-        """Where in file `ident` the oldest unfinished message starts: its position must not be committed past."""
-        starts = [m[1] for m in self.joiner.marks() if isinstance(m, tuple) and m[0] == ident]
-        return min(starts) if starts else None
-
-    def stale(self, now: float) -> list[tuple[float, dict[str, Any]]]:
-        """Unfinished messages waited on for too long, forwarded as they are."""
-        return [container_record(self.node, self.source, m) for m in self.joiner.flush_stale(now, PARTIAL_MAX_AGE)]
-
-    def finish(self) -> list[tuple[float, dict[str, Any]]]:
-        """The file is gone: forward what is unfinished."""
-        return [container_record(self.node, self.source, m) for m in self.joiner.flush()]
-
-
-Source = ComponentSource | PodSource
 
 
 # --------------------------------------------------------------------------------------------------- agent
@@ -614,7 +426,4 @@ def _lock_data_dir(data_dir: Path) -> int:
 
 
 __all__ = ["DEFAULT_COMPONENT_LOGS", "DEFAULT_DATA_DIR", "DEFAULT_HTTP_PORT", "DEFAULT_POD_LOGS",
-           "EXCLUDED_COMPONENT_LOGS", "GENERIC_TAG", "Agent", "AgentConfig", "AgentError", "ComponentLine",
-           "ComponentSource", "PodLogSource", "PodSource", "SendError", "SourcePathError", "chunk_tag",
-           "component_name", "component_record", "container_record", "parse_component_line", "pod_log_source",
-           "record_tag"]
+           "EXCLUDED_COMPONENT_LOGS", "Agent", "AgentConfig", "AgentError", "SendError"]

@@ -30,7 +30,7 @@ import pytest_asyncio
 
 from harness.kubelet.runtime.crilog import CriLogWriter, LineSplitter, rotated_files
 from harness.logging import forward
-from harness.logging.agent import GENERIC_TAG, record_tag
+from harness.logging.sources import GENERIC_TAG, record_tag
 from tests.integration.apiserver_fixtures import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

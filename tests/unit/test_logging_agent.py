@@ -10,11 +10,11 @@ import pytest
 
 from harness.kubelet.runtime.crilog import CriLogWriter, LineSplitter, rotated_files
 from harness.logging import forward
-from harness.logging.agent import (
+from harness.logging.agent import Agent, AgentConfig, AgentError
+from harness.logging.buffer import BufferCorruptError, FileBuffer
+from harness.logging.cri import CriJoiner, CriLine, CriMessage, CriParseError, parse_line, parse_timestamp
+from harness.logging.sources import (
     GENERIC_TAG,
-    Agent,
-    AgentConfig,
-    AgentError,
     PodLogSource,
     SourcePathError,
     chunk_tag,
@@ -25,8 +25,6 @@ from harness.logging.agent import (
     pod_log_source,
     record_tag,
 )
-from harness.logging.buffer import BufferCorruptError, FileBuffer
-from harness.logging.cri import CriJoiner, CriLine, CriMessage, CriParseError, parse_line, parse_timestamp
 from harness.logging.tail import Line, Position, PositionStore, Tailer, Watcher, file_id, find_sibling
 
 TS = "2026-11-25T23:01:02.000012345Z"
