@@ -7,10 +7,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMPS := .stamps
-APT_PACKAGES := etcd-server etcd-client iproute2 procps runc busybox-static iptables util-linux openssh-server openssh-client prometheus vagrant
+# The Debian packages, from the one table of what harness uses from each (harness/cluster/hostpackages.py).
+APT_PACKAGES := $(shell $(PYTHON) -m harness.cluster.hostpackages)
 # Packaged daemons harness runs itself, under supervisord inside its nodes: never as the host's services.
 HOST_SERVICES_OFF := etcd prometheus
 CLUSTER ?= local
+# Every recipe finds the virtualenv's tools (kubectl, ansible, supervisorctl) first, as the README's PATH does; and
+# tests fail rather than skip when a tool is missing, since `deps` installed them all (tests/tools.py).
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+export HARNESS_REQUIRE_TOOLS := 1
 
 .PHONY: up down status deps lint test unit integration infra bench clean
 
@@ -26,15 +31,17 @@ status: deps
 
 deps: $(STAMPS)/apt $(STAMPS)/venv
 
-$(STAMPS)/apt: Makefile
+# The stamp records each package's installed version: what this machine got from `make`.
+$(STAMPS)/apt: Makefile harness/cluster/hostpackages.py
+	@test -n "$(APT_PACKAGES)" || { echo "no package list from harness/cluster/hostpackages.py" >&2; exit 1; }
 	@mkdir -p $(STAMPS)
 	@missing=$$(for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q '^install ok installed' || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
-	  echo "Installing Debian packages: $$missing"; \
+	  echo "Installing Debian packages:" $$missing; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	  if [ -d /run/systemd/system ]; then systemctl disable --now $(HOST_SERVICES_OFF) >/dev/null 2>&1 || true; fi; \
 	fi
-	@touch $@
+	@dpkg-query -W -f='$${Package} $${Version}\n' $(APT_PACKAGES) > $@.tmp && mv $@.tmp $@
 
 $(STAMPS)/venv: pyproject.toml requirements.lock
 	@mkdir -p $(STAMPS)

@@ -156,6 +156,9 @@ def provisioned(out: str) -> tuple[int, int]:
     return int(match[1]), int(match[2])
 
 
+NETNS_DIR = "/run/netns"
+
+
 @dataclass
 class HostSnapshot:
     """What the host has that a cluster could leave behind."""
@@ -174,9 +177,13 @@ class HostSnapshot:
         return cls(links, netns, mounts, routes)
 
     def added_since(self, before: HostSnapshot) -> dict[str, set[str]]:
-        """What exists now and did not before (empty sets: nothing left behind)."""
+        """What exists now and did not before (empty sets: nothing left behind).
+
+        `/run/netns` itself is not the cluster's: the first `ip netns add` after boot makes it a shared mount point
+        for every namespace of every user, and iproute2 keeps it. Only a fresh machine sees it appear; the
+        namespaces' own mounts under it are still counted."""
         return {"links": self.links - before.links, "netns": self.netns - before.netns,
-                "mounts": self.mounts - before.mounts, "routes": self.routes - before.routes}
+                "mounts": self.mounts - before.mounts - {NETNS_DIR}, "routes": self.routes - before.routes}
 
 
 def processes_with(marker: str) -> list[int]:

@@ -42,6 +42,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.cluster import hostpackages
 from harness.cluster.sshkeys import ensure_keypair, public_key
 from harness.kubelet.runtime import cgroups
 
@@ -78,6 +79,14 @@ class NodeSpec:
     name: str
     role: str  # "master" | "worker"
     ip: str
+
+
+def preflight() -> None:
+    """Refuse to start when a tool the nodes need is missing, naming its package (as kubeadm's preflight checks do)."""
+    lacking = hostpackages.missing(hostpackages.executables(hostpackages.MASTER))
+    if lacking:
+        raise LocalProviderError("missing on this machine: " + ", ".join(lacking)
+                                 + ". Run `make deps` (it installs them), or apt-get install the packages named.")
 
 
 def _run(*argv: str, check: bool = True, timeout: float = 30) -> subprocess.CompletedProcess[str]:
@@ -194,6 +203,7 @@ class LocalProvider:
         call destroy() to remove it.
         """
         self._validate(nodes)
+        preflight()
         started = time.monotonic()
         ensure_keypair(self.key, comment=f"harness-{self.cluster}")
         state = self._load()

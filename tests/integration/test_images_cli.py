@@ -21,10 +21,12 @@ import pytest
 from harness.cli import images
 from harness.kubelet.images import busybox
 from harness.kubelet.images.store import ImageStore
+from tests import tools
+from tests.tools import needs
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(not busybox.BUSYBOX.is_file(), reason="needs busybox-static at /bin/busybox")
+pytestmark = needs("busybox")
 
 
 @dataclass
@@ -131,7 +133,7 @@ def test_errors_are_one_clear_line(tmp_path: Path, harness: Callable[..., Result
 def overlay(tmp_path: Path) -> Iterator[tuple[Path, Path]]:
     """The builtin image's rootfs mounted as an overlay lower layer, as the runtime mounts it; unmounted after."""
     if os.geteuid() != 0:
-        pytest.skip("needs root to mount an overlay")
+        (pytest.fail if tools.required() else pytest.skip)("needs root to mount an overlay")
     root = tmp_path / "store"
     image = ImageStore(root).ensure_builtin()
     target = tmp_path / "merged"

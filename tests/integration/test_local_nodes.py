@@ -7,7 +7,6 @@ destroy() leaves the host's namespaces, links, mounts, routes and processes as t
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -20,9 +19,9 @@ from harness.cluster import local
 from harness.cluster.inventory import write_inventory
 from harness.cluster.local import LocalProvider, LocalProviderError, NodeSpec
 from tests.clusters import free_subnet
+from tests.tools import needs
 
-pytestmark = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("sshd", path="/usr/sbin") is None,
-                                reason="local nodes need root and openssh-server")
+pytestmark = needs("sshd", "ip", "nsenter", "unshare", root=True)
 
 
 def sh(*argv: str) -> str:

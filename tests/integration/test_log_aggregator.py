@@ -14,6 +14,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -339,8 +340,14 @@ async def harness_logs(*args: str, cwd: Path = REPO) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+def rfc3339_ms(t: float) -> str:
+    """How `harness logs` prints a record's time: UTC, milliseconds, `Z`."""
+    return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
 async def test_harness_logs_prints_matching_lines(aggregator: Aggregator) -> None:
-    t = 1_795_142_401.125
+    # Stamped an hour before now, not on a fixed day: the aggregator removes days older than its retention.
+    t = float(int(time.time()) - 3600) + 0.125
     aggregator.store.append("t", [Entry(t, component("worker-8", "kubelet", "pulled image")),
                                   Entry(t + 1, container("worker-8", "default", "web-abc", "httpd", "GET / 200")),
                                   Entry(t + 2, container("worker-8", "other", "web-abc", "httpd", "not default")),
@@ -349,16 +356,16 @@ async def test_harness_logs_prints_matching_lines(aggregator: Aggregator) -> Non
     code, out, err = await harness_logs("--server", server, "--node", "worker-8", "--since", f"{t - 1}")
     assert code == 0, err
     assert out.splitlines() == [
-        "2026-11-20T02:40:01.125Z worker-8 kubelet: pulled image",
-        "2026-11-20T02:40:02.125Z worker-8 default/web-abc/httpd stdout: GET / 200",
-        "2026-11-20T02:40:03.125Z worker-8 other/web-abc/httpd stdout: not default",
+        f"{rfc3339_ms(t)} worker-8 kubelet: pulled image",
+        f"{rfc3339_ms(t + 1)} worker-8 default/web-abc/httpd stdout: GET / 200",
+        f"{rfc3339_ms(t + 2)} worker-8 other/web-abc/httpd stdout: not default",
     ]
     code, out, err = await harness_logs("--server", server, "--pod", "web-abc", "--json", "--since", f"{t - 1}")
     assert code == 0, err
     assert [json.loads(line)["message"] for line in out.splitlines()] == ["GET / 200"]
     code, out, err = await harness_logs("--server", server, "--component", "kubelet", "--grep", "another",
                                         "--since", f"{t - 1}")
-    assert (code, out.strip()) == (0, "2026-11-20T02:40:04.125Z worker-9 kubelet: another node")
+    assert (code, out.strip()) == (0, f"{rfc3339_ms(t + 3)} worker-9 kubelet: another node")
     code, out, err = await harness_logs("--server", server, "--grep", "(")
     assert code == 1 and "bad parameter grep" in err
 

@@ -27,14 +27,12 @@ from harness.kubelet.runtime import cgroups
 from harness.kubelet.runtime.crilog import read_log, rotated_files
 from harness.kubelet.runtime.runc import ContainerRuntimeError, ExecTimeoutError, RuncRuntime, unmount
 from harness.kubelet.runtime.types import ContainerInfo, ContainerRequest, Mount
+from tests.tools import needs
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
 REPO = Path(__file__).resolve().parents[2]
 
-pytestmark = pytest.mark.skipif(
-    os.geteuid() != 0 or shutil.which("runc") is None or not os.path.exists(BUSYBOX),
-    reason="needs root, runc and busybox",
-)
+pytestmark = needs("runc", "busybox", root=True)
 
 CRI_LINE = re.compile(rb"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z) (stdout|stderr) ([FP]) (.*)$")
 

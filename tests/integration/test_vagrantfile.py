@@ -16,13 +16,12 @@ import pytest
 import yaml
 
 from harness.cluster.spec import load_spec
+from tests.tools import needs
 
 REPO = Path(__file__).resolve().parents[2]
 VAGRANT = shutil.which("vagrant")
 
-pytestmark = pytest.mark.skipif(
-    VAGRANT is None, reason="vagrant is not installed (Debian package `vagrant`; `make deps` installs it)"
-)
+pytestmark = needs("vagrant", packages=("vagrant-libvirt",))
 
 
 @pytest.fixture(scope="module")

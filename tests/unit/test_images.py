@@ -26,11 +26,11 @@ from harness.kubelet.images.store import (
     ImageStore,
     NoRegistryPuller,
 )
+from tests.tools import needs
 from tests.unit.image_builders import Entry, base_layers, config_blob, layer, oci_archive, sha, write_tar
 
 REPO = Path(__file__).resolve().parents[2]
-HAVE_BUSYBOX = busybox.BUSYBOX.is_file()
-needs_busybox = pytest.mark.skipif(not HAVE_BUSYBOX, reason="needs busybox-static at /bin/busybox")
+needs_busybox = needs("busybox")
 DIGEST = "sha256:" + "ab" * 32
 
 

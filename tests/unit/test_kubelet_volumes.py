@@ -15,6 +15,7 @@ import pytest
 from harness.kubelet.errors import ContainerConfigError, VolumeError
 from harness.kubelet.runtime.types import Mount
 from harness.kubelet.volumes import DATA_DIR, AtomicWriter, FileProjection, VolumeManager, mount_points, unmount
+from tests.tools import needs
 
 UID = "0b6a3c1e-pod"
 
@@ -342,7 +343,7 @@ async def test_bad_mounts(manager: VolumeManager, mount: dict[str, Any], message
 # ---------------------------------------------------------------------------------------------- tmpfs and cleanup
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="mounting tmpfs needs root")
+@needs(root=True)
 async def test_memory_empty_dir_is_a_sized_tmpfs_and_cleanup_unmounts(manager: VolumeManager) -> None:
     pod = make_pod([{"name": "mem", "emptyDir": {"medium": "Memory", "sizeLimit": "4Mi"}},
                     {"name": "cfg", "configMap": {"name": "app"}}])
