@@ -101,8 +101,10 @@ class SpawnRecorder:
 
 
 def dpkg_owner(path: str) -> str | None:
-    """The Debian package that ships a file (trying the usr-merged and unmerged names), or None."""
-    for candidate in dict.fromkeys([path, os.path.realpath(path), path.removeprefix("/usr")]):
+    """The Debian package that ships a file, or None. dpkg knows a file by the name its package gave it: it is
+    asked for the path and its link target, each with and without the usr-merge `/usr` prefix."""
+    names = [path, os.path.realpath(path)]
+    for candidate in dict.fromkeys([*names, *(name.removeprefix("/usr") for name in names)]):
         try:
             done = subprocess.run(["dpkg-query", "-S", candidate], capture_output=True, text=True, check=False,
                                   timeout=30)

@@ -211,3 +211,10 @@ def test_harness_up_refuses_to_start_without_the_node_tools(monkeypatch: pytest.
     monkeypatch.setattr(hostpackages, "SEARCH_PATH", "/nonexistent")
     with pytest.raises(local.LocalProviderError, match=r"sshd \(Debian package openssh-server\).*make deps"):
         local.preflight()
+
+
+@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="not a Debian system")
+def test_dpkg_owner_follows_links_and_usr_merge() -> None:
+    assert tools.dpkg_owner("/bin/sh") == "dash"  # a diversion, and a link to /usr/bin/dash, which dpkg calls /bin/dash
+    assert tools.dpkg_owner("/usr/bin/env") == "coreutils"
+    assert tools.dpkg_owner("/nonexistent/tool") is None
