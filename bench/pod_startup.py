@@ -34,7 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from harness.api import registry
 from harness.client.rest import Client
-from harness.kubelet.images.store import ImageStore
+from harness.kubelet.images.imagestore import ImageStore
 from harness.kubelet.runtime.spec import build_spec
 from harness.kubelet.runtime.types import ContainerRequest
 from harness.storage.local import LocalEtcd

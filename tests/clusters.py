@@ -25,6 +25,7 @@ import pytest
 import yaml
 
 from harness.cluster.spec import DEFAULT_SPEC_PATH
+from harness.util import mountinfo
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
@@ -172,7 +173,7 @@ class HostSnapshot:
     def take(cls) -> HostSnapshot:
         links = {link["ifname"] for link in json.loads(run(["ip", "-j", "link", "show"]).stdout)}
         netns = {line.split()[0] for line in run(["ip", "netns", "list"]).stdout.splitlines() if line.strip()}
-        mounts = {line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()}
+        mounts = {m.mount_point for m in mountinfo.read()}
         routes = set(run(["ip", "route", "show", "table", "all"]).stdout.splitlines())
         return cls(links, netns, mounts, routes)
 

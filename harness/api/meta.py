@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+from harness.util import rfc3339
 
 # Upstream's generateName alphabet: no vowels (no words), no look-alike characters.
 _NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
@@ -20,6 +23,13 @@ _MAX_GENERATED_PREFIX = 63 - _NAME_SUFFIX_LEN
 SYSTEM_FIELDS = ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
                  "generation", "resourceVersion", "selfLink")
 
+#: An API object (or any JSON object within one) as on the wire: the one alias every module uses.
+Obj = dict[str, Any]
+
+
+class MalformedKey(ValueError):
+    """A cache/workqueue key that is neither `name` nor `namespace/name`."""
+
 
 def now() -> datetime:
     return datetime.now(UTC)
@@ -27,7 +37,7 @@ def now() -> datetime:
 
 def format_time(when: datetime) -> str:
     """RFC 3339 with second precision, as `metav1.Time` is serialised."""
-    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return rfc3339.format_time(when)
 
 
 def now_rfc3339() -> str:
@@ -35,7 +45,8 @@ def now_rfc3339() -> str:
 
 
 def parse_time(text: str) -> datetime:
-    return datetime.fromisoformat(text.replace("Z", "+00:00"))
+    """An API time (`metav1.Time` or `MicroTime`) as an aware datetime; ValueError if it is not RFC 3339."""
+    return rfc3339.parse_time(text)
 
 
 def new_uid() -> str:
@@ -57,11 +68,11 @@ def metadata(obj: dict[str, Any]) -> dict[str, Any]:
     return md
 
 
-def name_of(obj: dict[str, Any]) -> str:
+def name_of(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("name") or "")
 
 
-def namespace_of(obj: dict[str, Any]) -> str:
+def namespace_of(obj: Mapping[str, Any]) -> str:
     return str((obj.get("metadata") or {}).get("namespace") or "")
 
 
@@ -73,15 +84,25 @@ def labels_of(obj: dict[str, Any]) -> dict[str, str]:
     return (obj.get("metadata") or {}).get("labels") or {}
 
 
-def is_terminating(obj: dict[str, Any]) -> bool:
+def is_terminating(obj: Mapping[str, Any]) -> bool:
     return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
 
 
 def object_key(namespace: str, name: str) -> str:
-    """The workqueue/informer key of an object: `ns/name`, or `name` if cluster-scoped."""
+    """The workqueue/informer key of the object `name` in `namespace`: `ns/name`, or `name` if cluster-scoped."""
     return f"{namespace}/{name}" if namespace else name
 
 
+def key_of(obj: Mapping[str, Any]) -> str:
+    """The cache and workqueue key of an object (upstream's `cache.MetaNamespaceKeyFunc`)."""
+    return object_key(namespace_of(obj), name_of(obj))
+
+
 def split_key(key: str) -> tuple[str, str]:
-    namespace, _, name = key.rpartition("/")
-    return namespace, name
+    """(namespace, name) of a key, namespace "" if cluster-scoped (upstream's `cache.SplitMetaNamespaceKey`)."""
+    parts = key.split("/")
+    if len(parts) == 1:
+        return "", parts[0]
+    if len(parts) == 2:
+        return parts[0], parts[1]
+    raise MalformedKey(f"unexpected key format: {key!r}")

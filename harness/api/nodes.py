@@ -3,6 +3,7 @@
 Pure functions from a node's shape and the time to JSON bodies. The one idea: a condition's
 `lastHeartbeatTime` moves on every status post, but its `lastTransitionTime` only moves when
 its status changes, so each builder takes the conditions the apiserver holds now.
+`ready_status` and `address_of` are how everyone else reads a Node's readiness and addresses.
 """
 
 from __future__ import annotations
@@ -12,6 +13,9 @@ import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
+
+from harness.api import conditions
+from harness.util import rfc3339
 
 KUBELET_PORT = 10250
 LEASE_NAMESPACE = "kube-node-lease"
@@ -52,7 +56,7 @@ class NodeShape:
 
 def micro_time(when: datetime) -> str:
     """A `metav1.MicroTime`: `2026-01-02T03:04:05.123456Z`."""
-    return when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return rfc3339.format_time(when, digits=6)
 
 
 def node_labels(name: str, shape: NodeShape) -> dict[str, str]:
@@ -65,10 +69,9 @@ def node_conditions(now: str, current: list[dict[str, Any]] | None = None) -> li
     held = {c.get("type"): c for c in current or []}
     out = []
     for ctype, status, reason, message in CONDITIONS:
-        before = held.get(ctype) or {}
-        since = before.get("lastTransitionTime") if before.get("status") == status else None
         out.append({"type": ctype, "status": status, "lastHeartbeatTime": now,
-                    "lastTransitionTime": since or now, "reason": reason, "message": message})
+                    "lastTransitionTime": conditions.transition_time(held.get(ctype), status, now),
+                    "reason": reason, "message": message})
     return out
 
 
@@ -157,3 +160,15 @@ def renewed_lease(lease: dict[str, Any], name: str, node_uid: str, *, renew_time
         others = [r for r in md.get("ownerReferences") or [] if r.get("kind") != "Node"]
         md["ownerReferences"] = [*others, node_owner(name, node_uid)]
     return out
+
+
+def ready_status(node: dict[str, Any]) -> str | None:
+    """The status of the node's Ready condition (Unknown if it gives none); None before the kubelet reported it."""
+    ready = conditions.get(node, "Ready")
+    return None if ready is None else str(ready.get("status") or conditions.UNKNOWN)
+
+
+def address_of(node: dict[str, Any], kind: str = "InternalIP") -> str | None:
+    """The node's first address of `kind` (InternalIP, ExternalIP, Hostname, ...), or None."""
+    return next((str(a.get("address") or "") for a in (node.get("status") or {}).get("addresses") or []
+                 if a.get("type") == kind), None)

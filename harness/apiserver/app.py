@@ -21,10 +21,10 @@ from harness.api import errors, registry, validation
 from harness.apiserver import codec, discovery, handlers, openapi, subresources
 from harness.apiserver.admission import Chain, PluginContext, UserInfo
 from harness.apiserver.allocators import IPRange, PortRange, ServiceAllocations
+from harness.apiserver.genericregistry import Store, StoreOptions
 from harness.apiserver.kubernetes_service import ApiServerEndpoints
 from harness.apiserver.metrics import Metrics
 from harness.apiserver.state import STATE, ApiServer, Config
-from harness.apiserver.store import Store
 from harness.apiserver.watchcache import WatchCache
 from harness.storage.backend import Backend, StorageError, Unavailable
 
@@ -206,14 +206,12 @@ async def _compactor(server: ApiServer) -> None:
             log.warning("compaction failed: %s", exc)
 
 
-def install_allocations(server: ApiServer) -> ServiceAllocations:
-    """Give the Service store its cluster IP and node port allocators (and the node port range to validate)."""
-    ports = PortRange(server.config.service_node_port_range)
-    allocations = ServiceAllocations(server.backend, IPRange(server.config.service_cluster_ip_range), ports)
-    store = server.stores[registry.by_path("", "v1", "services")]
-    store.lifecycle = allocations
-    store.validation_options = validation.Options(node_port_range=ports.bounds())
-    return allocations
+def store_options(config: Config, allocations: ServiceAllocations) -> dict[registry.Kind, StoreOptions]:
+    """The stores set up beyond their kind: Services hold cluster IPs and node ports, Events expire."""
+    services = StoreOptions(lifecycle=allocations,
+                            validation_options=validation.Options(node_port_range=allocations.port_range.bounds()))
+    return {registry.by_path("", "v1", "services"): services,
+            registry.by_path("", "v1", "events"): StoreOptions(ttl=config.event_ttl)}
 
 
 async def _repair(allocations: ServiceAllocations, interval: float) -> None:
@@ -237,13 +235,14 @@ def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[
                             default_not_ready_toleration_seconds=server.config.default_not_ready_toleration_seconds,
                             default_unreachable_toleration_seconds=server.config.default_unreachable_toleration_seconds)
         server.chain = Chain.build(server.config.admission_plugins, ctx)
+        allocations = ServiceAllocations(server.backend, IPRange(server.config.service_cluster_ip_range),
+                                         PortRange(server.config.service_node_port_range))
+        options = store_options(server.config, allocations)
         for kind in registry.KINDS:
             cache = WatchCache(kind, server.backend)
             server.caches[kind] = cache
-            server.stores[kind] = Store(kind, server.backend, cache, server.chain)
-            if kind is registry.by_path("", "v1", "events"):
-                server.stores[kind].ttl = server.config.event_ttl
-        allocations = install_allocations(server)
+            server.stores[kind] = Store(kind, server.backend, cache, server.chain,
+                                        options=options.get(kind, StoreOptions()))
         await asyncio.gather(*(c.start() for c in server.caches.values()))
         await ensure_system_namespaces(server)
         endpoints = ApiServerEndpoints(server, allocations.ip_range.first())

@@ -1,10 +1,11 @@
-"""REST semantics of one kind over the storage backend.
+"""The generic registry: REST semantics of one kind over the storage backend.
 
-`Store` is the generic registry: every verb of every kind goes through it, with the
-per-kind differences looked up from tables (defaults, validation, strategies). Writes are
-conditional on the revision that was read, so concurrent writers never lose an update:
-a client-supplied stale resourceVersion gets 409 Conflict; server-side read-modify-write
-(patch, scale, binding, deletion bookkeeping) retries on a lost race instead.
+`Store` (upstream's generic registry Store) runs every verb of every kind the same way; what
+differs per kind comes from tables (defaults, validation, `strategies.STRATEGIES`) and from
+its `StoreOptions`, so this module names no kind. Writes are conditional on the revision that
+was read, so concurrent writers never lose an update: a client-supplied stale resourceVersion
+gets 409 Conflict; server-side read-modify-write (patch, scale, binding, deletion
+bookkeeping) retries on a lost race instead.
 """
 
 from __future__ import annotations
@@ -62,6 +63,18 @@ def encode(obj: dict[str, Any]) -> bytes:
     return orjson.dumps(obj)
 
 
+@dataclass(frozen=True)
+class StoreOptions:
+    """How one kind's store is set up beyond its kind (upstream: what a kind's NewREST sets on its Store)."""
+
+    #: Resources that stored objects hold (Services' cluster IPs and node ports); see `Lifecycle`.
+    lifecycle: Lifecycle | None = None
+    #: What validation depends on beyond the object (the Service node port range).
+    validation_options: validation.Options = validation.DEFAULT_OPTIONS
+    #: Seconds etcd keeps an object after its last write (0: forever): Events' --event-ttl.
+    ttl: int = 0
+
+
 @dataclass
 class DeleteOptions:
     grace_period_seconds: int | None = None
@@ -89,17 +102,18 @@ class DeleteOptions:
 
 
 class Store:
-    def __init__(self, kind: Kind, backend: Backend, cache: WatchCache, chain: Chain) -> None:
+    """One kind's verbs over the backend, complete when made: the kind, its strategy, its options."""
+
+    def __init__(self, kind: Kind, backend: Backend, cache: WatchCache, chain: Chain, *,
+                 options: StoreOptions = StoreOptions()) -> None:
         self.kind = kind
         self.backend = backend
         self.cache = cache
         self.chain = chain
         self.strategy = strategies.strategy_for(kind)
-        #: Set by the app for kinds that hold allocations (Services); see `Lifecycle`.
-        self.lifecycle: Lifecycle | None = None
-        self.validation_options: validation.Options = validation.DEFAULT_OPTIONS
-        #: Seconds etcd keeps an object after its last write (0: forever); set by the app for Events (--event-ttl).
-        self.ttl = 0
+        self.lifecycle = options.lifecycle
+        self.validation_options = options.validation_options
+        self.ttl = options.ttl
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -242,9 +256,7 @@ class Store:
     def _finished_terminating(self, obj: dict[str, Any]) -> bool:
         """A deleted object whose last finalizer is gone and whose grace has run out goes for good."""
         md = obj.get("metadata", {})
-        if not md.get("deletionTimestamp") or md.get("finalizers"):
-            return False
-        if self.kind.kind == "Namespace" and (obj.get("spec") or {}).get("finalizers"):
+        if not md.get("deletionTimestamp") or md.get("finalizers") or self.strategy.kind_finalizers(obj):
             return False
         return not md.get("deletionGracePeriodSeconds")
 
@@ -296,8 +308,7 @@ class Store:
             wanted = {"Orphan": "orphan", "Foreground": "foregroundDeletion"}.get(opts.propagation_policy)
             if wanted and wanted not in finalizers:
                 finalizers.append(wanted)
-        spec_finalizers = self.kind.kind == "Namespace" and bool((obj.get("spec") or {}).get("finalizers"))
-        if not finalizers and not spec_finalizers and grace == 0:
+        if not finalizers and not self.strategy.kind_finalizers(obj) and grace == 0:
             return None
         new = copy.deepcopy(obj)
         new_md = new["metadata"]
@@ -313,8 +324,7 @@ class Store:
             new_md["finalizers"] = finalizers
         if self.kind.tracks_generation and md.get("generation") is not None:
             new_md["generation"] = int(md["generation"]) + 1
-        if self.kind.kind == "Namespace":
-            new.setdefault("status", {})["phase"] = "Terminating"
+        self.strategy.mark_terminating(new)
         return new
 
     async def delete_collection(self, namespace: str, opts: ListOptions, delete_opts: DeleteOptions, *,
@@ -338,7 +348,8 @@ class Store:
                             "uid": md.get("uid", "")}}
 
 
-__all__ = ["Claims", "DeleteOptions", "FieldSelector", "LabelSelector", "Lifecycle", "ListOptions", "Store", "encode"]
+__all__ = ["Claims", "DeleteOptions", "FieldSelector", "LabelSelector", "Lifecycle", "ListOptions", "Store",
+           "StoreOptions", "encode"]
 
 
 async def _settle(claims: Claims | None, write: Awaitable[int]) -> int:

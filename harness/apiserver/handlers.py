@@ -18,9 +18,9 @@ from harness.api import errors, fields, patch, registry, selectors
 from harness.api.registry import Kind
 from harness.apiserver import codec, subresources, tables
 from harness.apiserver.admission import RequestInfo, UserInfo
+from harness.apiserver.genericregistry import DeleteOptions, Store
 from harness.apiserver.listing import ListOptions
 from harness.apiserver.state import STATE, ApiServer
-from harness.apiserver.store import DeleteOptions, Store
 from harness.apiserver.watch import serve_watch
 
 _INFO = "harness.request_info"

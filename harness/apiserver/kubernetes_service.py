@@ -20,8 +20,8 @@ from typing import Any
 
 from harness.api import errors, identity, meta, registry
 from harness.apiserver.admission import UserInfo
+from harness.apiserver.genericregistry import DeleteOptions
 from harness.apiserver.state import ApiServer
-from harness.apiserver.store import DeleteOptions
 from harness.apiserver.watchcache import decode
 from harness.storage.backend import StorageError
 

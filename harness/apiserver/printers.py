@@ -13,9 +13,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from harness.api.meta import Obj
 from harness.api.schema import fields_of, model_named
+from harness.util import rfc3339
 
-Obj = dict[str, Any]
 RowFn = Callable[[Obj, datetime], list[Any]]
 
 
@@ -63,10 +64,9 @@ def parse_time(value: Any) -> datetime | None:
     if not value or not isinstance(value, str):
         return None
     try:
-        parsed = datetime.fromisoformat(value)
+        return rfc3339.parse_time(value)
     except ValueError:
         return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def since(value: Any, now: datetime) -> str:
@@ -253,7 +253,7 @@ def _binding(obj: Obj, now: datetime) -> list[Any]:
 
 def _created_at(obj: Obj, now: datetime) -> list[Any]:
     t = parse_time(dig(obj, "metadata", "creationTimestamp"))
-    return [_name(obj), t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if t else "<unknown>"]
+    return [_name(obj), rfc3339.format_time(t) if t else "<unknown>"]
 
 
 def _binding_printer(kind: str) -> Printer:

@@ -13,8 +13,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from harness.api import conditions, meta
+from harness.api.meta import Obj
+from harness.api.nodes import address_of, ready_status
+from harness.api.pods import is_ready, is_terminal
 from harness.apiserver.printers import (
-    Obj,
     Printer,
     age,
     age_col,
@@ -50,10 +53,6 @@ def _terminated_reason(terminated: Obj, prefix: str = "") -> str:
     if terminated.get("signal"):
         return f"{prefix}Signal:{terminated['signal']}"
     return f"{prefix}ExitCode:{terminated.get('exitCode', 0)}"
-
-
-def _condition_true(status: Obj, kind: str) -> bool:
-    return any(c.get("type") == kind and c.get("status") == "True" for c in status.get("conditions") or [])
 
 
 def _is_sidecar(spec: Obj | None) -> bool:
@@ -101,7 +100,7 @@ def _containers_status(pod: Obj, reason: str, restarts: _Restarts) -> tuple[str,
             running = True
             ready += 1
     if reason == "Completed" and running:
-        reason = "Running" if _condition_true(status, "Ready") else "NotReady"
+        reason = "Running" if is_ready(pod) else "NotReady"
     return reason, ready
 
 
@@ -110,19 +109,18 @@ def _pod_status(pod: Obj) -> tuple[str, int, _Restarts]:
     status = pod.get("status") or {}
     phase = status.get("phase") or ""
     reason = status.get("reason") or phase
-    if any(c.get("type") == "PodScheduled" and c.get("reason") == "SchedulingGated"
-           for c in status.get("conditions") or []):
+    if (conditions.get(pod, "PodScheduled") or {}).get("reason") == "SchedulingGated":
         reason = "SchedulingGated"
     restarts, sidecars = _Restarts(), _Restarts()
     reason, ready, initializing = _init_status(pod, reason, restarts, sidecars)
-    if not initializing or _condition_true(status, "Initialized"):
+    if not initializing or conditions.is_true(pod, "Initialized"):
         restarts = sidecars
         reason, ready_apps = _containers_status(pod, reason, restarts)
         ready += ready_apps
-    if dig(pod, "metadata", "deletionTimestamp"):
+    if meta.is_terminating(pod):
         if status.get("reason") == "NodeLost":
             reason = "Unknown"
-        elif phase not in ("Succeeded", "Failed"):
+        elif not is_terminal(pod):
             reason = "Terminating"
     return reason, ready, restarts
 
@@ -139,8 +137,7 @@ def pod_cells(pod: Obj, now: datetime) -> list[Any]:
     gates = spec.get("readinessGates") or []
     readiness = "<none>"
     if gates:
-        conditions = {c.get("type"): c.get("status") for c in status.get("conditions") or []}
-        readiness = f"{sum(conditions.get(g.get('conditionType')) == 'True' for g in gates)}/{len(gates)}"
+        readiness = f"{sum(conditions.is_true(pod, g.get('conditionType')) for g in gates)}/{len(gates)}"
     return [dig(pod, "metadata", "name", default=""), f"{ready}/{total}", reason, restarts_text, age(pod, now),
             pod_ip, spec.get("nodeName") or "<none>", status.get("nominatedNodeName") or "<none>", readiness]
 
@@ -161,8 +158,8 @@ def pod_conditions(pod: Obj) -> list[dict[str, str]]:
 
 def node_status(node: Obj) -> str:
     """Ready / NotReady / Unknown, plus SchedulingDisabled when cordoned."""
-    ready = [c for c in dig(node, "status", "conditions", default=[]) if c.get("type") == "Ready"]
-    words = ["Ready" if ready[0].get("status") == "True" else "NotReady"] if ready else ["Unknown"]
+    ready = ready_status(node)
+    words = ["Unknown" if ready is None else "Ready" if ready == "True" else "NotReady"]
     if dig(node, "spec", "unschedulable"):
         words.append("SchedulingDisabled")
     return ",".join(words)
@@ -179,10 +176,8 @@ def node_roles(node: Obj) -> str:
 
 
 def _node_address(node: Obj, kind: str) -> str:
-    for address in dig(node, "status", "addresses", default=[]):
-        if address.get("type") == kind:
-            return str(address.get("address", ""))
-    return "<none>"
+    address = address_of(node, kind)
+    return "<none>" if address is None else address
 
 
 def _node_cells(node: Obj, now: datetime) -> list[Any]:

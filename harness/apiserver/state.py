@@ -9,8 +9,8 @@ from aiohttp import web
 
 from harness.api.registry import Kind
 from harness.apiserver.admission import Chain
+from harness.apiserver.genericregistry import Store
 from harness.apiserver.metrics import Metrics
-from harness.apiserver.store import Store
 from harness.apiserver.watchcache import WatchCache
 from harness.storage.backend import Backend
 

@@ -1,9 +1,10 @@
 """What differs per kind in the object lifecycle, beyond defaulting and validation.
 
-The generic store asks these hooks how to prepare an object for create and update (what a
-client may not set: status on the main resource, spec on the status subresource), which
-kinds delete gracefully, and which return the deleted object. One table, `STRATEGIES`;
-kinds without an entry get `Strategy()`.
+The generic registry (`harness.apiserver.genericregistry.Store`) runs every verb the same way
+and calls its kind's `Strategy` at the points where kinds differ, as upstream's registry Store
+calls its create/update/delete strategies: what a new object's status is, what an update may
+change, how long a deletion is graceful, and what keeps a deleted object stored. One table,
+`STRATEGIES`; a kind without an entry gets `Strategy()`, whose hooks change nothing.
 """
 
 from __future__ import annotations
@@ -18,21 +19,62 @@ from harness.api.registry import Kind
 
 @dataclass(frozen=True)
 class Strategy:
+    """A kind's hooks into the generic store; a kind overrides only what differs.
+
+    Create: `keep_status_on_create`, `initial_status`. Update: `prepare_update`,
+    `prepare_subresource_update`. Delete: `grace_period`, `kind_finalizers`, `mark_terminating`,
+    `return_deleted_object`. Hooks may change only the object they are given.
+    """
+
     #: Whether the status a client sends on create is kept (Node registration sends it).
     keep_status_on_create: bool = False
     #: Whether DELETE answers with the deleted object instead of a success Status.
     return_deleted_object: bool = False
 
+    # -- create ---------------------------------------------------------------------------
+
     def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """The status a new object starts with (None: no status field)."""
         return None
+
+    # -- update ---------------------------------------------------------------------------
+
+    def prepare_update(self, new: dict[str, Any], old: dict[str, Any]) -> None:
+        """Kind-specific carrying over on an update of the object itself."""
+
+    def prepare_subresource_update(self, subresource: str, new: dict[str, Any], sent: dict[str, Any]) -> None:
+        """Take from `sent` (the body, less metadata) what an update through `subresource` may change.
+
+        `new` is the old object with the update's metadata. The status subresource changes
+        status only; through any other subresource nothing is taken.
+        """
+        if subresource != "status":
+            return
+        if sent.get("status") is None:
+            new.pop("status", None)
+        else:
+            new["status"] = sent["status"]
+
+    # -- delete ---------------------------------------------------------------------------
 
     def grace_period(self, obj: dict[str, Any], requested: int | None) -> int:
         """Seconds of graceful deletion for this object (0: no graceful phase)."""
         return 0
 
-    def prepare_update(self, new: dict[str, Any], old: dict[str, Any]) -> None:
-        """Kind-specific carrying over on an update of the object itself."""
+    def kind_finalizers(self, obj: dict[str, Any]) -> list[str]:
+        """Finalizers of the kind's own that keep a deleted object stored, as metadata.finalizers do.
+
+        A deletion with none of either (and no grace period) removes the object at once; an
+        update that leaves none of either on a deleted object removes it.
+        """
+        return []
+
+    def mark_terminating(self, obj: dict[str, Any]) -> None:
+        """Mark an object whose deletion has just begun and which stays stored until it ends.
+
+        Called once, on the copy that gets the deletionTimestamp; not for a deletion that
+        removes the object at once.
+        """
 
 
 def _qos_class(obj: dict[str, Any]) -> str:
@@ -73,10 +115,29 @@ class PodStrategy(Strategy):
 
 @dataclass(frozen=True)
 class NamespaceStrategy(Strategy):
+    """A deleted namespace stays, phase Terminating, until its spec.finalizers are gone.
+
+    As upstream's namespace storage overrides Delete: the namespace controller deletes what
+    the namespace holds, then removes its `kubernetes` finalizer through the `finalize`
+    subresource, and that update, leaving no finalizer, removes the namespace.
+    """
+
     return_deleted_object: bool = True
 
     def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         return {"phase": "Active"}
+
+    def prepare_subresource_update(self, subresource: str, new: dict[str, Any], sent: dict[str, Any]) -> None:
+        if subresource == "finalize":  # spec.finalizers only
+            new.setdefault("spec", {})["finalizers"] = (sent.get("spec") or {}).get("finalizers") or []
+        else:
+            super().prepare_subresource_update(subresource, new, sent)
+
+    def kind_finalizers(self, obj: dict[str, Any]) -> list[str]:
+        return list((obj.get("spec") or {}).get("finalizers") or [])
+
+    def mark_terminating(self, obj: dict[str, Any]) -> None:
+        obj.setdefault("status", {})["phase"] = "Terminating"
 
 
 _EXTERNAL_SERVICE_TYPES = ("NodePort", "LoadBalancer")
@@ -155,8 +216,9 @@ def prepare_for_create(kind: Kind, obj: dict[str, Any], *, namespace: str) -> No
 def prepare_for_update(kind: Kind, new: dict[str, Any], old: dict[str, Any], *, subresource: str) -> None:
     """Carry over what this update may not change, and bump generation on a spec change.
 
-    `subresource` is "" for the object itself, "status" (only status may change),
-    "finalize" (only spec.finalizers may change) or "binding" (a server-made change).
+    `subresource` is "" for the object itself, "binding" (a server-made change), or one
+    through which the kind's strategy says what may change ("status": status; a
+    namespace's "finalize": spec.finalizers).
     """
     md, old_md = meta.metadata(new), old.get("metadata", {})
     for f in ("uid", "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds",
@@ -168,24 +230,15 @@ def prepare_for_update(kind: Kind, new: dict[str, Any], old: dict[str, Any], *, 
     md.pop("selfLink", None)
     if subresource == "binding":
         return
-    if subresource in ("status", "finalize"):
-        keep = {"status": new.get("status")} if subresource == "status" else {
-            "finalizers": (new.get("spec") or {}).get("finalizers") or []}
-        for key in list(new):
-            if key not in ("metadata", "kind", "apiVersion"):
-                del new[key]
+    strategy = strategy_for(kind)
+    if subresource:
+        sent = {key: new.pop(key) for key in list(new) if key not in ("metadata", "kind", "apiVersion")}
         for key, value in old.items():
             if key != "metadata":
                 new[key] = copy.deepcopy(value)
-        if subresource == "status":
-            if keep["status"] is None:
-                new.pop("status", None)
-            else:
-                new["status"] = keep["status"]
-        else:
-            new.setdefault("spec", {})["finalizers"] = keep["finalizers"]
+        strategy.prepare_subresource_update(subresource, new, sent)
         return
-    strategy_for(kind).prepare_update(new, old)
+    strategy.prepare_update(new, old)
     if kind.has_status and "status" in old:
         new["status"] = copy.deepcopy(old["status"])
     elif kind.has_status:

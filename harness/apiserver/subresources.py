@@ -14,11 +14,13 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from harness.api import errors, meta, patch, selectors
+from harness.api import conditions, errors, meta, patch, selectors
+from harness.api.nodes import address_of
+from harness.api.pods import is_terminal, phase_of
 from harness.apiserver import codec
 from harness.apiserver.admission import UserInfo
+from harness.apiserver.genericregistry import DeleteOptions, Store
 from harness.apiserver.state import ApiServer
-from harness.apiserver.store import DeleteOptions, Store
 
 Handler = Callable[[web.Request, ApiServer, Store, str, str, UserInfo], Awaitable[web.StreamResponse]]
 
@@ -93,11 +95,6 @@ async def _scale_write(request: web.Request, server: ApiServer, store: Store, ns
 # -- binding -------------------------------------------------------------------------------
 
 
-def _set_condition(status: dict[str, Any], cond: dict[str, Any]) -> None:
-    conds = [c for c in status.get("conditions") or [] if c.get("type") != cond["type"]]
-    status["conditions"] = [*conds, cond]
-
-
 async def _bind(request: web.Request, server: ApiServer, store: Store, ns: str, name: str,
                 user: UserInfo) -> web.StreamResponse:
     body = await codec.read_body(request)
@@ -121,7 +118,7 @@ async def _bind(request: web.Request, server: ApiServer, store: Store, ns: str, 
         if uid and uid != md.get("uid"):
             raise store.conflict(name, f"Precondition failed: UID in precondition: {uid}, UID in object "
                                        f"meta: {md.get('uid')}")
-        if md.get("deletionTimestamp"):
+        if meta.is_terminating(pod):
             raise store.conflict(name, "pod is being deleted, cannot be assigned to a host")
         current = (pod.get("spec") or {}).get("nodeName")
         if current:
@@ -129,9 +126,9 @@ async def _bind(request: web.Request, server: ApiServer, store: Store, ns: str, 
         pod.setdefault("spec", {})["nodeName"] = node
         if annotations:
             md.setdefault("annotations", {}).update(annotations)
-        _set_condition(pod.setdefault("status", {}), {"type": "PodScheduled", "status": "True",
-                                                      "lastProbeTime": None,
-                                                      "lastTransitionTime": meta.now_rfc3339()})
+        conditions.replace(pod.setdefault("status", {}), {"type": "PodScheduled", "status": "True",
+                                                          "lastProbeTime": None,
+                                                          "lastTransitionTime": meta.now_rfc3339()})
         return pod
 
     await store.guaranteed_update(ns, name, mutate, user=user, subresource="binding")
@@ -247,9 +244,8 @@ async def _exec(request: web.Request, server: ApiServer, store: Store, ns: str, 
     if request.headers.get("Upgrade", "").lower() != "websocket":
         raise errors.BadRequest("pods/exec is served over WebSocket (v5.channel.k8s.io, as kubectl 1.30 and later "
                                 "speak it); SPDY is not supported")
-    phase = (pod.get("status") or {}).get("phase")
-    if phase in ("Succeeded", "Failed"):
-        raise errors.BadRequest(f"cannot exec into a container in a completed pod; current phase is {phase}")
+    if is_terminal(pod):
+        raise errors.BadRequest(f"cannot exec into a container in a completed pod; current phase is {phase_of(pod)}")
     base = await _kubelet_url(server, pod, name)
     session = await kubelet_session(request.app)
     try:
@@ -292,7 +288,7 @@ async def _kubelet_url(server: ApiServer, pod: dict[str, Any], name: str) -> str
     except errors.NotFound:
         raise errors.NotFound(f'nodes "{node_name}" not found', kind="nodes", name=node_name) from None
     status = node.get("status") or {}
-    ip = next((a.get("address") for a in status.get("addresses") or [] if a.get("type") == "InternalIP"), None)
+    ip = address_of(node, "InternalIP")
     port = ((status.get("daemonEndpoints") or {}).get("kubeletEndpoint") or {}).get("Port") or 10250
     if not ip:
         raise errors.ServiceUnavailable(f'node "{node_name}" has no InternalIP to reach its kubelet at')

@@ -19,9 +19,9 @@ from aiohttp import web
 
 from harness.api import errors
 from harness.apiserver import codec, tables
+from harness.apiserver.genericregistry import Store
 from harness.apiserver.listing import ListOptions
 from harness.apiserver.state import ApiServer
-from harness.apiserver.store import Store
 from harness.apiserver.watchcache import TooOld, Watcher, WatchEvent
 
 #: Events written to the socket in one go when a watcher has fallen behind.

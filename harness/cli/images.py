@@ -14,8 +14,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from harness.kubelet.images.imagestore import DEFAULT_ROOT, Image, ImageStore
 from harness.kubelet.images.refs import ImageError, split_for_display
-from harness.kubelet.images.store import DEFAULT_ROOT, Image, ImageStore
 
 PROG = "harness images"
 

@@ -20,7 +20,6 @@ import logging
 import os
 import sys
 import urllib.parse
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +29,7 @@ import yaml
 from harness.cli import lifecycle, logs
 from harness.logging import forward
 from harness.logging.aggregator import DEFAULT_DATA_DIR, DEFAULT_HTTP_PORT, Config, serve
+from harness.util import rfc3339
 
 log = logging.getLogger("harness.logging")
 
@@ -139,10 +139,9 @@ def query_params(args: argparse.Namespace) -> dict[str, str]:
 
 def _timestamp(value: Any) -> str:
     try:
-        when = datetime.fromtimestamp(float(value), UTC)
+        return rfc3339.format_time(float(value), digits=3)
     except (TypeError, ValueError, OverflowError, OSError):
         return "-"
-    return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
 def format_record(record: dict[str, Any]) -> str:

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import logging
 import sys
-import time
+
+from harness.util import rfc3339
 
 
 class LineFormatter(logging.Formatter):
     """`ts=... level=... logger=... msg="..."`: greppable, and parseable by the log agent."""
 
     def format(self, record: logging.LogRecord) -> str:
-        ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z"
+        ts = rfc3339.format_time(record.created, digits=3)
         msg = record.getMessage().replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
         line = f'ts={ts} level={record.levelname.lower()} logger={record.name} msg="{msg}"'
         if record.exc_info:

@@ -15,6 +15,8 @@ from typing import Any
 
 import yaml
 
+from harness.util.files import write_atomic
+
 SERVERS_EXTENSION = "harness.dev/servers"
 
 
@@ -59,10 +61,7 @@ def render(cfg: KubeConfig) -> dict[str, Any]:
 
 def write(path: Path, cfg: KubeConfig) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(yaml.safe_dump(render(cfg), sort_keys=False))
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    write_atomic(path, yaml.safe_dump(render(cfg), sort_keys=False), mode=0o600)
 
 
 class KubeConfigError(Exception):

@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from harness.api.nodes import ready_status
 from harness.client import kubeconfig
 from harness.cluster import inventory
 from harness.cluster.local import LocalProvider, NodeSpec
@@ -137,10 +138,8 @@ def node_states(doc: Mapping[str, Any]) -> dict[str, NodeState]:
     """{name: NodeState} from a NodeList."""
     states = {}
     for node in doc.get("items") or []:
-        conditions = (node.get("status") or {}).get("conditions") or []
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
         name = node["metadata"]["name"]
-        states[name] = NodeState(name, ready, (node.get("spec") or {}).get("podCIDR", ""))
+        states[name] = NodeState(name, ready_status(node) == "True", (node.get("spec") or {}).get("podCIDR", ""))
     return states
 
 

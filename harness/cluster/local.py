@@ -45,6 +45,9 @@ from typing import Any
 from harness.cluster import hostpackages
 from harness.cluster.sshkeys import ensure_keypair, public_key
 from harness.kubelet.runtime import cgroups
+from harness.util import mountinfo
+from harness.util.files import write_atomic
+from harness.util.mounts import unmount
 
 GUARD_ROUTES = ("10.244.0.0/16", "10.96.0.0/12")
 HARNESS_BRIDGE_PREFIXES = ("hk-", "hkb-")  # ours, and the integration tests' node networks
@@ -174,9 +177,7 @@ class LocalProvider:
 
     def _save(self, state: dict[str, Any]) -> None:
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.state_file.with_suffix(".tmp")
-        tmp.write_text(json.dumps(state, indent=2) + "\n")
-        tmp.replace(self.state_file)
+        write_atomic(self.state_file, json.dumps(state, indent=2) + "\n")
 
     def netns(self, node: str) -> str:
         """The node's network namespace name (enter it with `nsenter --net=/run/netns/<name>`)."""
@@ -463,7 +464,6 @@ class LocalProvider:
 
     @staticmethod
     def _unmount_under(root: Path) -> None:
-        prefix = str(root)
-        mounts = [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()]
-        for mount in sorted((m for m in mounts if m == prefix or m.startswith(prefix + "/")), key=len, reverse=True):
-            _run("umount", "-l", mount, check=False)
+        for point in mountinfo.mount_points(root):
+            with contextlib.suppress(OSError):  # what cannot be unmounted is reported by whoever needs it gone
+                unmount(point, lazy=True)

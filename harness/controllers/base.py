@@ -16,7 +16,7 @@ from typing import Any, ClassVar, Protocol, runtime_checkable
 
 from prometheus_client import CollectorRegistry
 
-from harness.api import registry
+from harness.api import meta, registry
 from harness.api.registry import Kind
 from harness.machinery.informer import (
     Informer,
@@ -143,8 +143,7 @@ class Controller:
         await run_workers(self.queue, self.reconcile, self.workers)
 
     def enqueue(self, obj: dict[str, Any]) -> None:
-        md = obj.get("metadata") or {}
-        self.queue.add(f"{md['namespace']}/{md['name']}" if md.get("namespace") else md["name"])
+        self.queue.add(meta.key_of(obj))
 
     def enqueue_handlers(self) -> dict[str, Callable[..., None]]:
         """Handlers that enqueue the changed object itself."""

@@ -26,11 +26,12 @@ from typing import Any
 
 from harness.api import errors, meta, registry
 from harness.api import selectors as sel
+from harness.api.pods import FAILED, is_available, is_ready, is_terminal, phase_of
 from harness.api.taints import tolerates
 from harness.controllers.base import NODES, PODS, Context, Controller, controller_of, owner_reference
 from harness.controllers.expectations import Expectations
 from harness.controllers.ownership import OwnedPods, selector_of
-from harness.controllers.replicaset import BURST, SLOW_START_INITIAL, is_available, is_ready
+from harness.controllers.replicaset import BURST, SLOW_START_INITIAL
 
 log = logging.getLogger(__name__)
 
@@ -143,10 +144,6 @@ def _age(pod: dict[str, Any]) -> tuple[int, str, str]:
     return 0 if (pod.get("spec") or {}).get("nodeName") else 1, md.get("creationTimestamp", ""), md["name"]
 
 
-def available(pod: dict[str, Any], min_ready: int, now: datetime) -> bool:
-    return is_ready(pod) and (min_ready == 0 or is_available(pod, min_ready, now))
-
-
 def max_unavailable(ds: dict[str, Any], desired: int) -> int:
     value = ((ds["spec"].get("updateStrategy") or {}).get("rollingUpdate") or {}).get("maxUnavailable", 1)
     n = math.ceil(float(value[:-1]) * desired / 100) if isinstance(value, str) and value.endswith("%") else int(value)
@@ -166,7 +163,7 @@ class DaemonSetController(Controller):
 
     def setup(self) -> None:
         self.ctx.informers(DAEMONSETS).add_handlers(on_add=self.enqueue, on_update=lambda old, new: self.enqueue(new),
-                                                    on_delete=lambda ds: self.expectations.forget(_key(ds)))
+                                                    on_delete=lambda ds: self.expectations.forget(meta.key_of(ds)))
         self.pods.register()
         self.ctx.informers(NODES).add_handlers(on_add=self._enqueue_all, on_update=self._node_updated,
                                                on_delete=self._enqueue_all)
@@ -292,7 +289,7 @@ class DaemonSetController(Controller):
             run, stay = should_run(spec, node)
             live = [p for p in by_node.get(name, []) if not meta.is_terminating(p)]
             if run:
-                running = [p for p in live if _phase(p) not in ("Failed", "Succeeded")]
+                running = [p for p in live if not is_terminal(p)]
                 delete += self._failed_to_delete(key, ds, name, [p for p in live if p not in running])
                 if not running:
                     create_on.append(name)
@@ -304,7 +301,7 @@ class DaemonSetController(Controller):
     def _failed_to_delete(self, key: str, ds: dict[str, Any], node: str,
                           done: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Finished pods to delete now; a failing node is retried with exponential backoff, as upstream."""
-        failed = [p for p in done if _phase(p) == "Failed"]
+        failed = [p for p in done if phase_of(p) == FAILED]
         if not failed:
             return done
         now = self.now()
@@ -314,8 +311,8 @@ class DaemonSetController(Controller):
             return [p for p in done if p not in failed]
         self.failed_backoff[(key, node)] = (min(FAILED_BACKOFF_MAX, max(FAILED_BACKOFF, delay * 2)), now)
         for pod in failed:
-            self.ctx.recorder.event(ds, "Warning", "FailedDaemonPod", f"Found failed daemon pod {_key(pod)} on node "
-                                    f"{node}, will try to kill it")
+            self.ctx.recorder.event(ds, "Warning", "FailedDaemonPod",
+                                    f"Found failed daemon pod {meta.key_of(pod)} on node {node}, will try to kill it")
         return done
 
     async def _rolling_update(self, key: str, ds: dict[str, Any], nodes: list[dict[str, Any]],
@@ -332,8 +329,8 @@ class DaemonSetController(Controller):
             if len(new) > 1 or len(old) > 1 or len(new) == len(old):
                 unavailable += 1  # `_manage` sorts these out first
             elif new:
-                unavailable += 0 if available(new[0], min_ready, now) else 1
-            elif not available(old[0], min_ready, now):
+                unavailable += 0 if is_available(new[0], min_ready, now) else 1
+            elif not is_available(old[0], min_ready, now):
                 replace.append(old[0])
             else:
                 candidates.append(old[0])
@@ -387,7 +384,7 @@ class DaemonSetController(Controller):
                                 "numberReady", "numberAvailable", "updatedNumberScheduled"), 0)
         for node in nodes:
             pods = sorted((p for p in by_node.get(meta.name_of(node), [])
-                           if not (meta.is_terminating(p) and _phase(p) in ("Failed", "Succeeded"))),
+                           if not (meta.is_terminating(p) and is_terminal(p))),
                           key=_age)
             if not should_run(spec, node)[0]:
                 counts["numberMisscheduled"] += 1 if pods else 0
@@ -397,7 +394,7 @@ class DaemonSetController(Controller):
                 continue
             counts["currentNumberScheduled"] += 1
             counts["numberReady"] += int(is_ready(pods[0]))
-            counts["numberAvailable"] += int(available(pods[0], min_ready, now))
+            counts["numberAvailable"] += int(is_available(pods[0], min_ready, now))
             counts["updatedNumberScheduled"] += int(meta.labels_of(pods[0]).get(HASH_LABEL) == hash_)
         old = ds.get("status") or {}
         status = {**old, **counts, "numberUnavailable": counts["desiredNumberScheduled"] - counts["numberAvailable"],
@@ -406,14 +403,6 @@ class DaemonSetController(Controller):
             try:
                 await self.ctx.client.update_status(DAEMONSETS, {**ds, "status": status})
             except (errors.Conflict, errors.NotFound):
-                self.queue.add_after(_key(ds), 0.1)
+                self.queue.add_after(meta.key_of(ds), 0.1)
         if min_ready and counts["numberReady"] > counts["numberAvailable"]:
-            self.queue.add_after(_key(ds), float(min_ready))
-
-
-def _key(obj: dict[str, Any]) -> str:
-    return meta.object_key(meta.namespace_of(obj), meta.name_of(obj))
-
-
-def _phase(pod: dict[str, Any]) -> str:
-    return str((pod.get("status") or {}).get("phase") or "")
+            self.queue.add_after(meta.key_of(ds), float(min_ready))

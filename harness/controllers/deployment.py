@@ -18,7 +18,8 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from harness.api import errors, meta
+from harness.api import conditions, errors, meta
+from harness.api.meta import Obj
 from harness.api.selectors import label_selector_from_spec
 from harness.controllers.base import (
     DEPLOYMENTS,
@@ -53,12 +54,10 @@ from harness.controllers.deployment_util import (
     RESUMED,
     REVISION,
     TIMED_OUT,
-    Obj,
     active,
     annotations_of,
     equal_ignore_hash,
     find_new,
-    get_condition,
     has_progress_deadline,
     is_rolling,
     max_revision,
@@ -77,10 +76,6 @@ log = logging.getLogger(__name__)
 
 def _name(obj: Obj) -> str:
     return str(obj["metadata"]["name"])
-
-
-def _key(obj: Obj) -> str:
-    return meta.object_key(meta.namespace_of(obj), meta.name_of(obj))
 
 
 def _with(new_rs: Obj | None, old_rss: list[Obj]) -> list[Obj]:
@@ -122,7 +117,7 @@ class DeploymentController(Controller):
         for d in self.ctx.informers(DEPLOYMENTS).cache.by_index("namespace", meta.namespace_of(rs)):
             selector = label_selector_from_spec(spec_of(d).get("selector"))
             if not selector.empty and selector.matches(meta.labels_of(rs)):
-                keys.append(_key(d))
+                keys.append(meta.key_of(d))
         return keys
 
     def _rs_added(self, rs: Obj) -> None:
@@ -247,7 +242,7 @@ class DeploymentController(Controller):
         if changed:
             return await self.ctx.client.update(REPLICASETS, rs), old_rss
         dirty = set_deployment_revision(d, annotations_of(rs).get(REVISION, ""))
-        if has_progress_deadline(d) and get_condition(d.get("status"), PROGRESSING) is None:
+        if has_progress_deadline(d) and conditions.find(d.get("status"), PROGRESSING) is None:
             self._set_progressing(d, "True", FOUND_NEW_RS, f'Found new replica set "{_name(rs)}"')
             dirty = True
         if dirty:
@@ -279,14 +274,14 @@ class DeploymentController(Controller):
 
     async def _existing_new_rs(self, d: Obj, rs: Obj) -> Obj:
         """The name is taken: ours (a lagging cache), or a hash collision, to resolve by re-hashing."""
-        existing = self.ctx.informers(REPLICASETS).cache.get(_key(rs)) or \
+        existing = self.ctx.informers(REPLICASETS).cache.get(meta.key_of(rs)) or \
             await self.ctx.client.get(REPLICASETS, _name(rs), meta.namespace_of(rs))
         if (controller_of(existing) or {}).get("uid") == d["metadata"]["uid"] and \
                 equal_ignore_hash(spec_of(existing).get("template"), spec_of(d).get("template")):
             return existing
         status = d.setdefault("status", {})
         status["collisionCount"] = int(status.get("collisionCount") or 0) + 1
-        log.info("deployment %s: hash collision on %s, collisionCount now %d", _key(d), _name(rs),
+        log.info("deployment %s: hash collision on %s, collisionCount now %d", meta.key_of(d), _name(rs),
                  status["collisionCount"])
         await self._write_status(d)
         raise errors.AlreadyExists(f"replica set {_name(rs)} exists with another template; retrying with a new hash")
@@ -298,7 +293,7 @@ class DeploymentController(Controller):
             try:
                 await self._write_status(d)
             except errors.ApiError:
-                log.debug("deployment %s: could not record %s", _key(d), FAILED_RS_CREATE)
+                log.debug("deployment %s: could not record %s", meta.key_of(d), FAILED_RS_CREATE)
         self.ctx.recorder.event(d, "Warning", FAILED_RS_CREATE, message)
 
     # -- strategies ------------------------------------------------------------------------
@@ -369,7 +364,7 @@ class DeploymentController(Controller):
     async def _cleanup(self, d: Obj, old_rss: list[Obj]) -> None:
         """Keep revisionHistoryLimit old sets; delete older ones that are fully scaled down."""
         for rs in history_to_delete(d, old_rss):
-            log.info("deployment %s: deleting old replica set %s", _key(d), _name(rs))
+            log.info("deployment %s: deleting old replica set %s", meta.key_of(d), _name(rs))
             with contextlib.suppress(errors.NotFound):
                 await self.ctx.client.delete(REPLICASETS, _name(rs), meta.namespace_of(rs),
                                              preconditions={"uid": rs["metadata"]["uid"]})
@@ -383,7 +378,7 @@ class DeploymentController(Controller):
         """Progressing says DeploymentPaused while paused, DeploymentResumed once resumed."""
         if not has_progress_deadline(d):
             return
-        cond = get_condition(d.get("status"), PROGRESSING)
+        cond = conditions.find(d.get("status"), PROGRESSING)
         if cond is not None and cond.get("reason") == TIMED_OUT:
             return
         paused, shown = bool(spec_of(d).get("paused")), cond is not None and cond.get("reason") == PAUSED
@@ -407,7 +402,7 @@ class DeploymentController(Controller):
             return
         after = recheck_after(d, status, now)
         if after is not None:
-            self.queue.add_after(_key(d), max(after, 0.0) + 1.0)  # a second past it, to be sure
+            self.queue.add_after(meta.key_of(d), max(after, 0.0) + 1.0)  # a second past it, to be sure
 
     async def _put_status(self, d: Obj, status: Obj) -> bool:
         """Write `status` if it differs from what the deployment has; whether it wrote."""

@@ -19,7 +19,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from harness.api import meta
+from harness.api import conditions, meta
+from harness.api.meta import Obj
+from harness.api.pods import is_terminal
 from harness.controllers.deployment_util import (
     AVAILABLE,
     DESIRED_REPLICAS,
@@ -33,12 +35,10 @@ from harness.controllers.deployment_util import (
     REPLICA_FAILURE,
     RS_UPDATED,
     TIMED_OUT,
-    Obj,
     active,
     by_creation,
     by_revision,
     compute_hash,
-    get_condition,
     has_progress_deadline,
     int_annotation,
     is_rolling,
@@ -46,7 +46,6 @@ from harness.controllers.deployment_util import (
     max_surge,
     max_unavailable,
     new_condition,
-    remove_condition,
     replicas,
     scaled_value,
     selector_with_label,
@@ -166,8 +165,7 @@ def old_pods_running(new_rs: Obj | None, old_rss: list[Obj], pods_by_rs: dict[st
     if total_status(old_rss, "replicas") > 0:
         return True
     new_uid = new_rs["metadata"].get("uid") if new_rs is not None else None
-    return any((pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-               for uid, pods in pods_by_rs.items() if uid != new_uid for pod in pods)
+    return any(not is_terminal(pod) for uid, pods in pods_by_rs.items() if uid != new_uid for pod in pods)
 
 
 # -- scaling events -----------------------------------------------------------------------------
@@ -254,7 +252,7 @@ def history_to_delete(d: Obj, old_rss: list[Obj]) -> list[Obj]:
     limit: Any = spec_of(d).get("revisionHistoryLimit")
     if limit is None or limit == MAX_INT32:
         return []
-    alive = sorted((rs for rs in old_rss if not rs["metadata"].get("deletionTimestamp")), key=by_revision)
+    alive = sorted((rs for rs in old_rss if not meta.is_terminating(rs)), key=by_revision)
     excess = len(alive) - int(limit)
     return [rs for rs in alive[:max(excess, 0)]
             if replicas(rs) == 0 and status_count(rs, "replicas") == 0
@@ -321,7 +319,7 @@ def progress_deadline(d: Obj, condition: Obj) -> datetime:
 def deployment_timed_out(d: Obj, status: Obj, now: datetime) -> bool:
     if not has_progress_deadline(d):
         return False
-    condition = get_condition(status, PROGRESSING)
+    condition = conditions.find(status, PROGRESSING)
     if condition is None or condition.get("reason") == NEW_RS_AVAILABLE:
         return False
     if condition.get("reason") == TIMED_OUT:
@@ -332,9 +330,9 @@ def deployment_timed_out(d: Obj, status: Obj, now: datetime) -> bool:
 def rollout_status(d: Obj, all_rss: list[Obj], new_rs: Obj | None, now: datetime) -> Obj:
     """calculate_status plus the Progressing and ReplicaFailure conditions (upstream's syncRolloutStatus)."""
     status = calculate_status(all_rss, new_rs, d, now)
-    current = get_condition(d.get("status"), PROGRESSING)
+    current = conditions.find(d.get("status"), PROGRESSING)
     if not has_progress_deadline(d):
-        remove_condition(status, PROGRESSING)
+        conditions.remove(status, PROGRESSING)
     elif not (status.get("replicas", 0) == status.get("updatedReplicas", 0) and current is not None
               and current.get("reason") == NEW_RS_AVAILABLE):
         _estimate_progress(d, status, new_rs, current, now)
@@ -342,7 +340,7 @@ def rollout_status(d: Obj, all_rss: list[Obj], new_rs: Obj | None, now: datetime
     if failure is not None:
         set_condition(status, failure)
     else:
-        remove_condition(status, REPLICA_FAILURE)
+        conditions.remove(status, REPLICA_FAILURE)
     return normalized(status)
 
 
@@ -357,7 +355,7 @@ def _estimate_progress(d: Obj, status: Obj, new_rs: Obj | None, current: Obj | N
         cond = new_condition(PROGRESSING, "True", RS_UPDATED, f"{who} is progressing.", now)
         if current is not None and current.get("status") == "True":
             cond["lastTransitionTime"] = current.get("lastTransitionTime")
-        remove_condition(status, PROGRESSING)
+        conditions.remove(status, PROGRESSING)
         set_condition(status, cond)
     elif deployment_timed_out(d, status, now):
         set_condition(status, new_condition(PROGRESSING, "False", TIMED_OUT,
@@ -367,7 +365,7 @@ def _estimate_progress(d: Obj, status: Obj, new_rs: Obj | None, current: Obj | N
 def replica_failure(all_rss: list[Obj], new_rs: Obj | None) -> Obj | None:
     """The sets' ReplicaFailure condition (the new set's first) as a Deployment condition."""
     for rs in ([new_rs] if new_rs is not None else []) + all_rss:
-        cond = get_condition(rs.get("status"), REPLICA_FAILURE)
+        cond = conditions.find(rs.get("status"), REPLICA_FAILURE)
         if cond is not None:
             return {"type": REPLICA_FAILURE, "status": cond.get("status"), "reason": cond.get("reason"),
                     "message": cond.get("message"), "lastUpdateTime": cond.get("lastTransitionTime"),
@@ -377,7 +375,7 @@ def replica_failure(all_rss: list[Obj], new_rs: Obj | None) -> Obj | None:
 
 def recheck_after(d: Obj, status: Obj, now: datetime) -> float | None:
     """Seconds until a rollout that made no progress passes its deadline (None: nothing to wait for)."""
-    current = get_condition(d.get("status"), PROGRESSING)
+    current = conditions.find(d.get("status"), PROGRESSING)
     if not has_progress_deadline(d) or current is None or current.get("reason") == TIMED_OUT \
             or deployment_complete(d, status):
         return None

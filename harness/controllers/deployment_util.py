@@ -19,7 +19,8 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from harness.api import meta
+from harness.api import conditions, meta
+from harness.api.meta import Obj
 
 POD_TEMPLATE_HASH = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
@@ -49,8 +50,6 @@ MIN_UNAVAILABLE = "MinimumReplicasUnavailable"
 # Upstream's safe-encoding alphabet: no vowels (no words), no look-alike characters.
 _SAFE_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"
 _FNV32_OFFSET, _FNV32_PRIME = 0x811C9DC5, 0x01000193
-
-Obj = dict[str, Any]
 
 
 # -- the pod-template hash ----------------------------------------------------------------------
@@ -269,10 +268,6 @@ def set_deployment_revision(d: Obj, value: str) -> bool:
 # -- conditions -----------------------------------------------------------------------------------
 
 
-def get_condition(status: Obj | None, type_: str) -> Obj | None:
-    return next((c for c in (status or {}).get("conditions") or [] if c.get("type") == type_), None)
-
-
 def new_condition(type_: str, status: str, reason: str, message: str, now: datetime) -> Obj:
     stamp = meta.format_time(now)
     return {"type": type_, "status": status, "lastUpdateTime": stamp, "lastTransitionTime": stamp,
@@ -281,22 +276,13 @@ def new_condition(type_: str, status: str, reason: str, message: str, now: datet
 
 def set_condition(status: Obj, condition: Obj) -> None:
     """Replace the condition of its type, unless status and reason are unchanged; the transition
-    time moves only when the status does."""
-    current = get_condition(status, condition["type"])
+    time moves only when the status does (upstream's SetDeploymentCondition)."""
+    current = conditions.find(status, condition["type"])
     if current is not None and current.get("status") == condition["status"]:
         if current.get("reason") == condition["reason"]:
             return
         condition = {**condition, "lastTransitionTime": current.get("lastTransitionTime")}
-    remove_condition(status, condition["type"])
-    status.setdefault("conditions", []).append(condition)
-
-
-def remove_condition(status: Obj, type_: str) -> None:
-    kept = [c for c in status.get("conditions") or [] if c.get("type") != type_]
-    if kept:
-        status["conditions"] = kept
-    else:
-        status.pop("conditions", None)
+    conditions.replace(status, condition)
 
 
 def has_progress_deadline(d: Obj) -> bool:

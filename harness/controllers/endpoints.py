@@ -19,8 +19,8 @@ from datetime import datetime
 from typing import Any
 
 from harness.api import errors, meta, registry
+from harness.api.pods import is_ready, is_terminal
 from harness.controllers.base import PODS, Context, Controller
-from harness.controllers.replicaset import is_ready
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +46,7 @@ def selects(service: dict[str, Any], pod: dict[str, Any]) -> bool:
 
 def publishable(pod: dict[str, Any], publish_not_ready: bool) -> bool:
     """Upstream's ShouldPodBeInEndpoints."""
-    status = pod.get("status") or {}
-    if status.get("phase") in ("Succeeded", "Failed") or not status.get("podIP"):
+    if is_terminal(pod) or not (pod.get("status") or {}).get("podIP"):
         return False
     return publish_not_ready or not meta.is_terminating(pod)
 
@@ -167,7 +166,7 @@ class EndpointsController(Controller):
     def _services_of(self, pod: dict[str, Any]) -> set[str]:
         ns = meta.namespace_of(pod)
         services = self.ctx.informers(SERVICES).cache.by_index("namespace", ns)
-        return {meta.object_key(ns, meta.name_of(s)) for s in services if selects(s, pod)}
+        return {meta.key_of(s) for s in services if selects(s, pod)}
 
     def _pod_changed(self, pod: dict[str, Any]) -> None:
         for key in self._services_of(pod):

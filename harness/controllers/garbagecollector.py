@@ -28,7 +28,6 @@ from typing import Any
 from harness.api import errors, meta, registry
 from harness.api.registry import Kind
 from harness.controllers.base import Context, Controller
-from harness.machinery.informer import key_of
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +77,7 @@ class GarbageCollector(Controller):
         uid = uid_of(obj)
         if not uid:
             return
-        self.graph[uid] = (kind, key_of(obj))
+        self.graph[uid] = (kind, meta.key_of(obj))
         if self._needs_attention(obj):
             self.queue.add(uid)
 
@@ -191,7 +190,7 @@ class GarbageCollector(Controller):
             try:
                 kind = registry.by_kind(str(ref.get("apiVersion") or ""), str(ref.get("kind") or ""))
             except errors.NotFound:
-                log.warning("%s: owner kind %s/%s is unknown; leaving it alone", key_of(dependent),
+                log.warning("%s: owner kind %s/%s is unknown; leaving it alone", meta.key_of(dependent),
                             ref.get("apiVersion"), ref.get("kind"))
                 return SOLID
             owner = await self._get_owner(kind, ref, dependent)
@@ -227,7 +226,7 @@ class GarbageCollector(Controller):
         return latest if uid_of(latest) == uid_of(obj) else None
 
     async def _delete(self, kind: Kind, obj: dict[str, Any], policy: str) -> None:
-        log.info("garbage collecting %s %s (propagation %s)", kind.kind, key_of(obj), policy)
+        log.info("garbage collecting %s %s (propagation %s)", kind.kind, meta.key_of(obj), policy)
         with contextlib.suppress(errors.NotFound, errors.Conflict):  # gone, or replaced by a newer one
             await self.ctx.client.delete(kind, meta.name_of(obj), meta.namespace_of(obj), propagation_policy=policy,
                                          preconditions={"uid": uid_of(obj)})
@@ -248,4 +247,4 @@ class GarbageCollector(Controller):
             await self.ctx.client.patch(kind, meta.name_of(latest), patch, meta.namespace_of(latest))
         except errors.NotFound:
             return
-        log.info("%s %s: removed finalizer %s", kind.kind, key_of(latest), finalizer)
+        log.info("%s %s: removed finalizer %s", kind.kind, meta.key_of(latest), finalizer)

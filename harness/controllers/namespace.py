@@ -12,7 +12,7 @@ import contextlib
 import logging
 from typing import Any
 
-from harness.api import errors, registry
+from harness.api import errors, meta, registry
 from harness.controllers.base import NAMESPACES, Controller
 
 log = logging.getLogger(__name__)
@@ -31,12 +31,12 @@ class NamespaceController(Controller):
             on_add=self._maybe, on_update=lambda old, new: self._maybe(new))
 
     def _maybe(self, ns: dict[str, Any]) -> None:
-        if ns["metadata"].get("deletionTimestamp"):
+        if meta.is_terminating(ns):
             self.enqueue(ns)
 
     async def reconcile(self, key: str) -> None:
         ns = self.ctx.informers(NAMESPACES).cache.get(key)
-        if ns is None or not ns["metadata"].get("deletionTimestamp"):
+        if ns is None or not meta.is_terminating(ns):
             return
         if FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or []):
             return
@@ -60,7 +60,7 @@ class NamespaceController(Controller):
         items = (await self.ctx.client.list(kind, namespace))["items"]
         for item in items:
             md = item["metadata"]
-            if md.get("deletionTimestamp"):
+            if meta.is_terminating(item):
                 continue
             with contextlib.suppress(errors.NotFound):
                 await self.ctx.client.delete(kind, md["name"], namespace, propagation_policy="Background")

@@ -24,14 +24,15 @@ from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
-from harness.api import errors, meta, registry
+from harness.api import conditions, errors, meta, registry
+from harness.api.nodes import LEASE_NAMESPACE, ready_status
+from harness.api.pods import is_ready
 from harness.api.taints import tolerates
 from harness.controllers.base import NODES, PODS, Context, Controller
 
 log = logging.getLogger(__name__)
 
 LEASES = registry.by_path("coordination.k8s.io", "v1", "leases")
-LEASE_NAMESPACE = "kube-node-lease"
 NOT_READY = "node.kubernetes.io/not-ready"
 UNREACHABLE = "node.kubernetes.io/unreachable"
 NO_EXECUTE, NO_SCHEDULE = "NoExecute", "NoSchedule"
@@ -51,18 +52,6 @@ STOPPED = "Kubelet stopped posting node status."
 NEVER = "Kubelet never posted node status."
 
 
-def condition(obj: dict[str, Any], ctype: str) -> dict[str, Any] | None:
-    for c in (obj.get("status") or {}).get("conditions") or []:
-        if c.get("type") == ctype:
-            return dict(c)
-    return None
-
-
-def ready_status(node: dict[str, Any]) -> str | None:
-    ready = condition(node, "Ready")
-    return None if ready is None else str(ready.get("status") or "Unknown")
-
-
 def _time(text: Any) -> datetime | None:
     try:
         return meta.parse_time(str(text)) if text else None
@@ -73,7 +62,7 @@ def _time(text: Any) -> datetime | None:
 def last_heartbeat(node: dict[str, Any], lease: dict[str, Any] | None) -> datetime | None:
     """The newer of the lease's renewTime and the Ready condition's lastHeartbeatTime."""
     times = [_time(((lease or {}).get("spec") or {}).get("renewTime")),
-             _time((condition(node, "Ready") or {}).get("lastHeartbeatTime"))]
+             _time((conditions.get(node, "Ready") or {}).get("lastHeartbeatTime"))]
     return max((t for t in times if t is not None), default=None)
 
 
@@ -175,7 +164,7 @@ class NodeLifecycleController(Controller):
         await self._evict(node, now)
 
     def _stale(self, node: dict[str, Any], now: datetime) -> bool:
-        lease = self.ctx.informers(LEASES).cache.get(f"{LEASE_NAMESPACE}/{node['metadata']['name']}")
+        lease = self.ctx.informers(LEASES).cache.get(meta.object_key(LEASE_NAMESPACE, meta.name_of(node)))
         last, grace = last_heartbeat(node, lease), self.ctx.options.node_monitor_grace_period
         if last is None:
             last, grace = _time(node["metadata"].get("creationTimestamp")) or now, \
@@ -185,13 +174,13 @@ class NodeLifecycleController(Controller):
     async def _monitor_health(self, node: dict[str, Any], now: datetime) -> dict[str, Any]:
         if not self._stale(node, now):
             return node
-        conditions = unknown_conditions(node, meta.format_time(now))
-        if conditions == (node.get("status") or {}).get("conditions"):
+        unknown = unknown_conditions(node, meta.format_time(now))
+        if unknown == (node.get("status") or {}).get("conditions"):
             return node
         name = node["metadata"]["name"]
         log.info("node %s stopped posting status: marking its conditions Unknown", name)
         updated = await self.ctx.client.update_status(
-            NODES, {**node, "status": {**(node.get("status") or {}), "conditions": conditions}})
+            NODES, {**node, "status": {**(node.get("status") or {}), "conditions": unknown}})
         if ready_status(node) == "True":
             self.ctx.recorder.event(node, "Normal", "NodeNotReady", f"Node {name} status is now: NodeNotReady")
         return updated
@@ -216,14 +205,13 @@ class NodeLifecycleController(Controller):
     async def _mark_pods_not_ready(self, node_name: str, now: datetime) -> None:
         """Upstream's MarkPodsNotReady: nobody else will say that these pods stopped serving."""
         for pod in self.ctx.informers(PODS).cache.by_index("node", node_name):
-            ready = condition(pod, "Ready")
-            if ready is None or ready.get("status") != "True":
+            if not is_ready(pod):
                 continue
             status = pod.get("status") or {}
-            conditions = [{**c, "status": "False", "lastTransitionTime": meta.format_time(now)}
-                          if c.get("type") == "Ready" else c for c in status.get("conditions") or []]
+            marked = [{**c, "status": "False", "lastTransitionTime": meta.format_time(now)}
+                      if c.get("type") == "Ready" else c for c in status.get("conditions") or []]
             try:
-                await self.ctx.client.update_status(PODS, {**pod, "status": {**status, "conditions": conditions}})
+                await self.ctx.client.update_status(PODS, {**pod, "status": {**status, "conditions": marked}})
             except (errors.NotFound, errors.Conflict):
                 continue  # gone, or changed: the next period looks again
             self.ctx.recorder.event(pod, "Warning", "NodeNotReady", "Node is not ready")

@@ -8,16 +8,13 @@ Creations and deletions are counted off the owner's expectations.
 
 from __future__ import annotations
 
-from typing import Any
-
 from harness.api import meta
+from harness.api.meta import Obj
 from harness.api.registry import Kind
 from harness.api.selectors import LabelSelector, label_selector_from_spec
 from harness.controllers.base import PODS, Context, controller_of
 from harness.controllers.expectations import Expectations
 from harness.machinery.workqueue import WorkQueue
-
-Obj = dict[str, Any]
 
 
 def selector_of(kind: Kind, owner: Obj) -> LabelSelector | None:
@@ -58,7 +55,7 @@ class OwnedPods:
         for owner in self.ctx.informers(self.kind).cache.by_index("namespace", ns):
             sel = selector_of(self.kind, owner)
             if sel is not None and not sel.empty and sel.matches(labels):
-                out.append(meta.object_key(ns, meta.name_of(owner)))
+                out.append(meta.key_of(owner))
         return out
 
     def added(self, pod: Obj) -> None:

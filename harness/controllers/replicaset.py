@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 from typing import Any, ClassVar
 
 from harness.api import errors, meta
+from harness.api.pods import is_active, is_available, is_ready
 from harness.api.registry import Kind
 from harness.controllers.base import (
     PODS,
@@ -35,30 +36,6 @@ log = logging.getLogger(__name__)
 #: The most pods created or deleted for one set in one pass (upstream's burstReplicas).
 BURST = 500
 SLOW_START_INITIAL = 1
-
-
-def is_active(pod: dict[str, Any]) -> bool:
-    return not pod["metadata"].get("deletionTimestamp") and \
-        (pod.get("status") or {}).get("phase") not in ("Succeeded", "Failed")
-
-
-def is_ready(pod: dict[str, Any]) -> bool:
-    return any(c.get("type") == "Ready" and c.get("status") == "True"
-               for c in (pod.get("status") or {}).get("conditions") or [])
-
-
-def ready_since(pod: dict[str, Any]) -> datetime | None:
-    for c in (pod.get("status") or {}).get("conditions") or []:
-        if c.get("type") == "Ready" and c.get("status") == "True" and c.get("lastTransitionTime"):
-            return meta.parse_time(c["lastTransitionTime"])
-    return None
-
-
-def is_available(pod: dict[str, Any], min_ready_seconds: int, now: datetime) -> bool:
-    since = ready_since(pod) if is_ready(pod) else None
-    if since is None:
-        return False
-    return min_ready_seconds == 0 or (now - since).total_seconds() >= min_ready_seconds
 
 
 def deletion_rank(pod: dict[str, Any]) -> tuple[int, int, int, str]:
@@ -88,7 +65,7 @@ class ReplicaSetController(Controller):
     # -- handlers: pods -> owner keys (harness.controllers.ownership) -----------------------
 
     def _owner_deleted(self, owner: dict[str, Any]) -> None:
-        self.expectations.forget(f"{owner['metadata']['namespace']}/{owner['metadata']['name']}")
+        self.expectations.forget(meta.key_of(owner))
 
     # -- reconcile -------------------------------------------------------------------------
 
@@ -100,7 +77,7 @@ class ReplicaSetController(Controller):
         pods = await self._claim(owner)
         active = [p for p in pods if is_active(p)]
         error: Exception | None = None
-        if self.expectations.satisfied(key) and not owner["metadata"].get("deletionTimestamp"):
+        if self.expectations.satisfied(key) and not meta.is_terminating(owner):
             try:
                 await self._scale(key, owner, active)
             except errors.ApiError as exc:
@@ -120,10 +97,9 @@ class ReplicaSetController(Controller):
             if ref is not None and ref.get("uid") == uid:
                 if matches:
                     owned.append(pod)
-                elif not owner["metadata"].get("deletionTimestamp"):
+                elif not meta.is_terminating(owner):
                     await self._set_owner(pod, None, uid)
-            elif ref is None and matches and not owner["metadata"].get("deletionTimestamp") \
-                    and not pod["metadata"].get("deletionTimestamp"):
+            elif ref is None and matches and not meta.is_terminating(owner) and not meta.is_terminating(pod):
                 adopted = await self._set_owner(pod, owner_reference(owner, self.kind), uid)
                 if adopted is not None:
                     owned.append(adopted)
@@ -198,7 +174,7 @@ class ReplicaSetController(Controller):
             "observedGeneration": owner["metadata"].get("generation", 0),
         }
         if self.kind.kind == "ReplicaSet":
-            status["terminatingReplicas"] = sum(1 for p in pods if p["metadata"].get("deletionTimestamp"))
+            status["terminatingReplicas"] = sum(1 for p in pods if meta.is_terminating(p))
         old = owner.get("status") or {}
         conditions = [c for c in old.get("conditions") or [] if c.get("type") != "ReplicaFailure"]
         if error is not None:
@@ -215,10 +191,9 @@ class ReplicaSetController(Controller):
         try:
             await self.ctx.client.update_status(self.kind, {**owner, "status": status})
         except (errors.Conflict, errors.NotFound):
-            self.queue.add_after(meta.object_key(owner["metadata"]["namespace"], owner["metadata"]["name"]), 0.1)
+            self.queue.add_after(meta.key_of(owner), 0.1)
         if min_ready and status["readyReplicas"] > status["availableReplicas"]:
-            self.queue.add_after(meta.object_key(owner["metadata"]["namespace"], owner["metadata"]["name"]),
-                                 float(min_ready))
+            self.queue.add_after(meta.key_of(owner), float(min_ready))
 
 
 class ReplicationControllerController(ReplicaSetController):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-from harness.api import errors
+from harness.api import errors, meta
 from harness.controllers.base import NAMESPACES, SERVICE_ACCOUNTS, Controller
 
 DEFAULT = "default"
@@ -25,11 +25,11 @@ class ServiceAccountController(Controller):
 
     async def reconcile(self, key: str) -> None:
         ns = self.ctx.informers(NAMESPACES).cache.get(key)
-        terminating = ns is not None and (ns["metadata"].get("deletionTimestamp")
+        terminating = ns is not None and (meta.is_terminating(ns)
                                           or (ns.get("status") or {}).get("phase") == "Terminating")
         if ns is None or terminating:
             return
-        if self.ctx.informers(SERVICE_ACCOUNTS).cache.get(f"{key}/{DEFAULT}") is not None:
+        if self.ctx.informers(SERVICE_ACCOUNTS).cache.get(meta.object_key(key, DEFAULT)) is not None:
             return
         with contextlib.suppress(errors.AlreadyExists):
             await self.ctx.client.create(SERVICE_ACCOUNTS, {"apiVersion": "v1", "kind": "ServiceAccount",

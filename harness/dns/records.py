@@ -36,6 +36,8 @@ from typing import Any, Protocol
 
 from dnslib import CNAME, NS, PTR, QTYPE, RCODE, RR, SOA, SRV, TXT, A
 
+from harness.api import meta
+
 #: CoreDNS's kubernetes plugin default TTL.
 TTL = 5
 SCHEMA_VERSION = "1.1.0"
@@ -232,7 +234,7 @@ class Resolver:
         ns = path[0]
         if len(path) == 1:
             return _EMPTY if self._namespace_has_services(ns) else None
-        svc = self.services.get(f"{ns}/{path[1]}")
+        svc = self.services.get(meta.object_key(ns, path[1]))
         if svc is None:
             return None
         spec = svc.get("spec") or {}
@@ -285,7 +287,7 @@ class Resolver:
             return _Target(tuple((QTYPE.SRV, SRV(0, 100, n, fqdn)) for n in numbers))
         declared = any(str(p.get("name") or "").lower() == port and _proto(p) == proto for p in _ports(spec))
         targets: set[tuple[int, str]] = set()
-        for subset in _subsets(self.endpoints.get(f"{ns}/{name}")):
+        for subset in _subsets(self.endpoints.get(meta.object_key(ns, name))):
             numbers = [int(p.get("port") or 0) for p in subset.get("ports") or []
                        if str(p.get("name") or "").lower() == port and _proto(p) == proto]
             for address in subset.get("addresses") or []:
@@ -300,7 +302,7 @@ class Resolver:
     def _headless_hosts(self, ns: str, name: str) -> list[tuple[str, str, bool]]:
         """(host label, IP, whether the label is the address's own hostname) of each ready address."""
         out = []
-        for subset in _subsets(self.endpoints.get(f"{ns}/{name}")):
+        for subset in _subsets(self.endpoints.get(meta.object_key(ns, name))):
             for address in subset.get("addresses") or []:
                 host = _host_label(address)
                 if host:

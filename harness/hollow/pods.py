@@ -32,10 +32,6 @@ BOUND = "spec.nodeName!="
 ATTEMPTS = 5
 
 
-def _key(pod: dict[str, Any]) -> str:
-    return meta.object_key(meta.namespace_of(pod), meta.name_of(pod))
-
-
 def _node_name(pod: dict[str, Any]) -> str:
     return str((pod.get("spec") or {}).get("nodeName") or "")
 
@@ -68,14 +64,14 @@ class PodAgent:
     # -- what the pod watch shows --------------------------------------------------------
 
     def on_list(self, items: list[dict[str, Any]]) -> None:
-        present = {_key(p) for p in items}
+        present = {meta.key_of(p) for p in items}
         for key in [k for k in self.cache if k not in present]:
             self._forget(key)
         for pod in items:
             self.on_event("ADDED", pod)
 
     def on_event(self, kind: str, pod: dict[str, Any]) -> None:
-        key = _key(pod)
+        key = meta.key_of(pod)
         node = self.nodes.get(_node_name(pod))
         if kind == "DELETED" or node is None:
             self._forget(key)
@@ -86,11 +82,11 @@ class PodAgent:
         elif old is not None and _newer(old, pod):
             return  # we already hold what our own write returned
         self.remember(pod)
-        if pod["metadata"].get("deletionTimestamp") or podstatus.needs_running(pod):
+        if meta.is_terminating(pod) or podstatus.needs_running(pod):
             self.queue.add(key)
 
     def remember(self, pod: dict[str, Any]) -> None:
-        self.cache[_key(pod)] = pod
+        self.cache[meta.key_of(pod)] = pod
         ip = (pod.get("status") or {}).get("podIP")
         node = self.nodes.get(_node_name(pod))
         if ip and node is not None:
@@ -146,7 +142,7 @@ class PodAgent:
         async with self.limit:
             for _ in range(ATTEMPTS):
                 try:
-                    if pod["metadata"].get("deletionTimestamp"):
+                    if meta.is_terminating(pod):
                         await self._finish(pod)
                     elif podstatus.needs_running(pod):
                         await self._start(pod, node)

@@ -12,8 +12,9 @@ import copy
 import hashlib
 from typing import Any
 
+from harness.api import conditions, meta, pods
+
 RUNNING_CONDITIONS = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
-FINISHED_PHASES = ("Succeeded", "Failed")
 
 
 def merge_conditions(current: list[dict[str, Any]], wanted: list[dict[str, Any]], *,
@@ -25,10 +26,7 @@ def merge_conditions(current: list[dict[str, Any]], wanted: list[dict[str, Any]]
         i = index.get(cond["type"])
         before = out[i] if i is not None else {}
         merged = {"lastProbeTime": None, **before, **cond}
-        if before.get("status") == cond["status"] and before.get("lastTransitionTime"):
-            merged["lastTransitionTime"] = before["lastTransitionTime"]
-        else:
-            merged["lastTransitionTime"] = now
+        merged["lastTransitionTime"] = conditions.transition_time(before, cond["status"], now)
         if i is None:
             index[cond["type"]] = len(out)
             out.append(merged)
@@ -56,8 +54,7 @@ def _container_status(pod: dict[str, Any], ctr: dict[str, Any], state: dict[str,
 
 def needs_running(pod: dict[str, Any]) -> bool:
     """A pod this kubelet should still start: bound, not deleted, not yet Running or finished."""
-    phase = (pod.get("status") or {}).get("phase")
-    return not pod["metadata"].get("deletionTimestamp") and phase not in ("Running", *FINISHED_PHASES)
+    return not meta.is_terminating(pod) and not pods.is_terminal(pod) and pods.phase_of(pod) != "Running"
 
 
 def all_terminated(pod: dict[str, Any]) -> bool:

@@ -18,7 +18,7 @@ from harness.kubelet import podfiles
 from harness.kubelet.runtime.types import ContainerRequest, Mount
 
 if TYPE_CHECKING:
-    from harness.kubelet.images.store import Image
+    from harness.kubelet.images.imagestore import Image
 
 _ID_UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
 

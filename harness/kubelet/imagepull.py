@@ -14,7 +14,7 @@ from typing import Any
 from harness.client.events import EventRecorder
 from harness.kubelet.backoff import Backoff
 from harness.kubelet.containers import pull_policy
-from harness.kubelet.images.store import Image, ImagePullError, ImageStore, Puller
+from harness.kubelet.images.imagestore import Image, ImagePullError, ImageStore, Puller
 from harness.kubelet.records import PodRecord
 
 

@@ -31,6 +31,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from harness.api import errors, meta, registry
+from harness.api.pods import is_terminal
 from harness.client.events import EventRecorder
 from harness.client.rest import Client
 from harness.kubelet import containers as ctrs
@@ -41,14 +42,14 @@ from harness.kubelet.config import KubeletConfig
 from harness.kubelet.env import container_env
 from harness.kubelet.errors import ContainerConfigError, KubeletError
 from harness.kubelet.imagepull import ImageManager
-from harness.kubelet.images.store import ImageStore, NoRegistryPuller, Puller
+from harness.kubelet.images.imagestore import ImageStore, NoRegistryPuller, Puller
 from harness.kubelet.metrics import KubeletMetrics
 from harness.kubelet.network.pods import PodNetwork
 from harness.kubelet.network.routeagent import describe, node_routes
 from harness.kubelet.network.routes import HostGwRoutes
 from harness.kubelet.nodeagent import NodeAgent
-from harness.kubelet.probes import run_probe
-from harness.kubelet.probing import ProbeManager
+from harness.kubelet.prober.manager import ProbeManager
+from harness.kubelet.prober.prober import run_probe
 from harness.kubelet.records import PodRecord, epoch
 from harness.kubelet.runtime import cgroups
 from harness.kubelet.runtime.runc import RuncRuntime
@@ -279,10 +280,10 @@ class Kubelet:
                 await self._sync_removed(record)
                 return
             pod = record.pod
-            if pod["metadata"].get("deletionTimestamp"):
+            if meta.is_terminating(pod):
                 await self._sync_terminating(record)
                 return
-            if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed") and \
+            if is_terminal(pod) and \
                     not any(i.state == "running" for v in self._pod_containers(uid).values() for i in v):
                 return
             await self._sync_running(record)
@@ -631,7 +632,7 @@ class Kubelet:
     # -- lookups for the kubelet API ------------------------------------------------------------
 
     def find_pod(self, namespace: str, name: str) -> dict[str, Any] | None:
-        return self.pod_informer.cache.get(f"{namespace}/{name}")
+        return self.pod_informer.cache.get(meta.object_key(namespace, name))
 
     def container_attempts(self, uid: str, name: str) -> list[ContainerInfo]:
         return self._pod_containers(uid).get(name, [])

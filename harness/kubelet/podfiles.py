@@ -3,9 +3,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
+
+from harness.util.files import write_atomic
 
 MAX_SEARCH = 6
 
@@ -99,13 +100,6 @@ def resolv_conf(pod: dict[str, Any], cluster_dns: list[str], cluster_domain: str
     return "\n".join(lines) + "\n"
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
-
-
 def write_pod_files(pod_dir: Path, pod: dict[str, Any], *, pod_ip: str, cluster_dns: list[str],
                     cluster_domain: str) -> dict[str, Path]:
     """Write hosts, resolv.conf and hostname under `pod_dir`; returns container path -> file."""
@@ -117,6 +111,6 @@ def write_pod_files(pod_dir: Path, pod: dict[str, Any], *, pod_ip: str, cluster_
     for target, (name, text) in files.items():
         path = pod_dir / name
         if not path.exists() or path.read_text() != text:
-            _write(path, text)
+            write_atomic(path, text)
         out[target] = path
     return out

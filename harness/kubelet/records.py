@@ -5,10 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Any
 
 from harness.kubelet.containers import PodSandbox
+from harness.util import rfc3339
 
 
 def epoch(stamp: str | None) -> float:
@@ -16,7 +16,7 @@ def epoch(stamp: str | None) -> float:
     if not stamp:
         return 0.0
     try:
-        return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+        return rfc3339.parse_time(stamp).timestamp()
     except ValueError:
         return 0.0
 

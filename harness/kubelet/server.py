@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 
 from harness.kubelet import execstream
 from harness.kubelet.runtime.crilog import CriLogError, read_log
+from harness.util import rfc3339
 
 if TYPE_CHECKING:
     from harness.kubelet.kubelet import Kubelet
@@ -88,7 +89,7 @@ def build_app(kubelet: Kubelet) -> web.Application:
         if since_seconds is not None:
             since = datetime.now(UTC) - timedelta(seconds=since_seconds)
         elif request.query.get("sinceTime"):
-            since = datetime.fromisoformat(request.query["sinceTime"].replace("Z", "+00:00"))
+            since = rfc3339.parse_time(request.query["sinceTime"])
         follow = _flag(request, "follow") and not previous
         response = web.StreamResponse(headers={"Content-Type": "text/plain", "Cache-Control": "no-cache"})
         await response.prepare(request)

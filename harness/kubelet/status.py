@@ -10,6 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from harness.api.conditions import transition_time
+from harness.api.pods import TERMINAL_PHASES
 from harness.kubelet.runtime.types import ContainerInfo
 
 RUNTIME_SCHEME = "runc://"
@@ -131,10 +133,8 @@ def phase(restart_policy: str, init: list[ContainerView], main: list[ContainerVi
 def _condition(ctype: str, ok: bool, previous: dict[str, dict[str, Any]], now: str, reason: str = "",
                message: str = "") -> dict[str, Any]:
     status = "True" if ok else "False"
-    before = previous.get(ctype) or {}
-    since = before.get("lastTransitionTime") if before.get("status") == status else None
     cond: dict[str, Any] = {"type": ctype, "status": status, "lastProbeTime": None,
-                            "lastTransitionTime": since or now}
+                            "lastTransitionTime": transition_time(previous.get(ctype), status, now)}
     if not ok and reason:
         cond["reason"] = reason
         if message:
@@ -149,7 +149,7 @@ def conditions(pod: dict[str, Any], pod_phase: str, init: list[ContainerView], m
     unready_init = [v.name for v in init if not v.succeeded]
     out.append(_condition("Initialized", not unready_init, previous, now, "ContainersNotInitialized",
                           f"containers with incomplete status: [{' '.join(unready_init)}]"))
-    if pod_phase in ("Succeeded", "Failed"):
+    if pod_phase in TERMINAL_PHASES:
         reason, unready = "PodCompleted", []
         ready = False
     else:

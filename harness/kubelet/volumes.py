@@ -20,9 +20,6 @@ container's mounts (bad subPath, unknown volume) are `ContainerConfigError`.
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import ctypes.util
-import errno
 import os
 import posixpath
 import shutil
@@ -46,6 +43,7 @@ from harness.kubelet.env import (
 )
 from harness.kubelet.errors import ContainerConfigError, KubeletError, VolumeError
 from harness.kubelet.runtime.types import Mount
+from harness.util import mountinfo, mounts
 
 #: The plugin directory of each volume source that lives under the pod's directory.
 PLUGIN_DIRS = {
@@ -286,71 +284,6 @@ def _go_errno(err: OSError) -> str:
     return text[:1].lower() + text[1:]
 
 
-# ---------------------------------------------------------------------------------------------- mounts (tmpfs)
-
-_MNT_DETACH = 2
-_libc: ctypes.CDLL | None = None
-
-
-def _c() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
-    return _libc
-
-
-def mount_points(under: Path) -> list[Path]:
-    """Mount points at or below `under`, from /proc/self/mountinfo, deepest first."""
-    base = os.path.realpath(under)
-    found: list[Path] = []
-    try:
-        lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    except OSError:
-        return found
-    for line in lines:
-        fields = line.split(" ")
-        if len(fields) < 5:
-            continue
-        point = _unescape(fields[4])
-        if point == base or point.startswith(base.rstrip("/") + "/"):
-            found.append(Path(point))
-    return sorted(set(found), key=lambda p: len(p.parts), reverse=True)
-
-
-def _unescape(text: str) -> str:
-    """Undo mountinfo's octal escapes (`\\040` for a space)."""
-    out: list[str] = []
-    i = 0
-    while i < len(text):
-        code = text[i + 1:i + 4]
-        if text[i] == "\\" and len(code) == 3 and code.isdigit():
-            out.append(chr(int(code, 8)))
-            i += 4
-        else:
-            out.append(text[i])
-            i += 1
-    return "".join(out)
-
-
-def mount_tmpfs(target: Path, size: int | None) -> None:
-    options = f"size={size}".encode() if size else None
-    if _c().mount(b"tmpfs", str(target).encode(), b"tmpfs", 0, options) != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"mount tmpfs on {target}: {os.strerror(code)}")
-
-
-def unmount(target: Path) -> None:
-    libc = _c()
-    if libc.umount2(str(target).encode(), 0) == 0:
-        return
-    code = ctypes.get_errno()
-    if code == errno.EBUSY and libc.umount2(str(target).encode(), _MNT_DETACH) == 0:
-        return
-    if code in (errno.EINVAL, errno.ENOENT):  # not (or no longer) a mount point
-        return
-    raise OSError(code, f"unmount {target}: {os.strerror(code)}")
-
-
 # ---------------------------------------------------------------------------------------------- the manager
 
 
@@ -436,9 +369,10 @@ class VolumeManager:
             return
         if medium != "Memory":
             raise VolumeError(name, f"emptyDir medium {medium} is not supported by this kubelet")
-        if Path(os.path.realpath(target)) in mount_points(target):
+        if Path(os.path.realpath(target)) in mountinfo.mount_points(target):
             return
-        mount_tmpfs(target, _tmpfs_size(pod, source))
+        size = _tmpfs_size(pod, source)
+        mounts.mount("tmpfs", target, fstype="tmpfs", data=f"size={size}" if size else None)
 
     async def _projected_payload(self, pod: dict[str, Any], source: dict[str, Any], namespace: str, fetch: Fetch,
                                  default_mode: int,
@@ -495,13 +429,13 @@ class VolumeManager:
     def cleanup(self, pod_uid: str) -> None:
         """Unmount the pod's tmpfs volumes and remove its volumes directory (and the pod dir if left empty)."""
         root = self.volumes_dir(pod_uid)
-        for point in mount_points(root):
+        for point in mountinfo.mount_points(root):
             try:
-                unmount(point)
+                mounts.unmount(point)
             except OSError as err:
                 raise KubeletError(f"cannot clean up volumes of pod {pod_uid}: {err}") from None
         if root.exists():
-            if mount_points(root):
+            if mountinfo.mount_points(root):
                 raise KubeletError(f"cannot clean up volumes of pod {pod_uid}: still mounted")
             shutil.rmtree(root)
         with contextlib.suppress(OSError):
@@ -588,7 +522,6 @@ __all__ = [
     "check_host_path",
     "configmap_payload",
     "downward_payload",
-    "mount_points",
     "secret_payload",
     "volume_kind",
 ]

@@ -26,7 +26,6 @@ import re
 import time
 import zlib
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -35,9 +34,10 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from harness.logging import forward
-from harness.logging.store import KINDS, Filter, LogStore, LogStoreError, Subscription, dumps
+from harness.logging.logstore import KINDS, Filter, LogStore, LogStoreError, Subscription, dumps
 from harness.machinery.health import component_registry
 from harness.machinery.service import run_until_stopped
+from harness.util import rfc3339
 
 log = logging.getLogger("harness.logging.aggregator")
 
@@ -84,13 +84,10 @@ def parse_time(value: str, now: float | None = None) -> float:
     if _EPOCH.match(text):
         return float(text)
     try:
-        when = datetime.fromisoformat(text)
+        return rfc3339.parse_time(text).timestamp()
     except ValueError:
         raise ValueError(f"{value!r} is not a duration like 10m, 1h or 30s, an RFC 3339 time or epoch seconds"
                          ) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    return when.timestamp()
 
 
 @dataclass(frozen=True)

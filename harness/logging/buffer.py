@@ -32,7 +32,7 @@ from typing import Any
 import msgpack
 
 from harness.logging import forward
-from harness.logging.tail import fsync_dir
+from harness.util.files import fsync_dir
 
 log = logging.getLogger("harness.logging.buffer")
 

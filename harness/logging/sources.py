@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 from harness.logging import forward
-from harness.logging.cri import CriJoiner, CriMessage, CriParseError, parse_line, parse_timestamp
 from harness.logging.tail import FileId, Line
+from harness.util.crilog import CriJoiner, CriMessage, CriParseError, parse_line
+from harness.util.rfc3339 import parse_epoch
 
 #: The tag of a chunk whose records come from more than one source.
 GENERIC_TAG = "harness.logs"
@@ -65,8 +66,8 @@ def parse_component_line(text: str) -> ComponentLine | None:
     if m is None:
         return None
     try:
-        when: float | None = parse_timestamp(m["ts"])
-    except CriParseError:
+        when: float | None = parse_epoch(m["ts"])
+    except ValueError:
         when = None
     message = _unescape(m["msg"])
     if m["exc"] is not None:

@@ -34,6 +34,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from harness.util.files import write_atomic
+from harness.util.rotation import rotated_files
+
 log = logging.getLogger("harness.logging.tail")
 
 FileId = tuple[int, int]
@@ -45,8 +48,6 @@ MAX_LINE = 1024 * 1024
 #: rotates by renaming leaves the path missing for a moment before it creates the new file).
 GONE_GRACE = 1.0
 STATE_VERSION = 1
-#: Rotated files with these suffixes are compressed copies, not read.
-COMPRESSED = (".gz", ".bz2", ".xz", ".zst")
 
 
 class TailError(Exception):
@@ -85,46 +86,26 @@ def file_id(st: os.stat_result) -> FileId:
 
 def find_sibling(path: str, ident: FileId) -> str | None:
     """The file `ident` among `path` and its rotated siblings (`<name>.*` in the same directory), if still there."""
-    directory, name = os.path.split(path)
-    try:
-        names = os.listdir(directory or ".")
-    except OSError:
-        return None
-    for candidate in [name, *sorted(n for n in names if n.startswith(name + "."))]:
-        full = os.path.join(directory, candidate)
+    for candidate in [path, *map(str, rotated_files(path, compressed=True))]:
         try:
-            if file_id(os.stat(full)) == ident:
-                return full
+            if file_id(os.stat(candidate)) == ident:
+                return candidate
         except OSError:
             continue
     return None
 
 
-def rotation_key(suffix: str) -> tuple[int, int, str]:
-    """Orders rotated files oldest first: supervisord's `.N` (higher is older), the runtime's `.<timestamp>`."""
-    return (0, -int(suffix), "") if suffix.isdigit() else (1, 0, suffix)
-
-
 def rotated_siblings(path: str) -> list[tuple[str, FileId, float]]:
     """The rotated files of `path` (`<name>.<N>` or `<name>.<timestamp>`, not compressed), oldest first, with
     their identity and modification time."""
-    directory, name = os.path.split(path)
-    try:
-        names = os.listdir(directory or ".")
-    except OSError:
-        return []
-    found: list[tuple[tuple[int, int, str], str, FileId, float]] = []
-    for candidate in names:
-        suffix = candidate[len(name) + 1 :]
-        if not candidate.startswith(name + ".") or not suffix or suffix.endswith(COMPRESSED):
-            continue
-        full = os.path.join(directory, candidate)
+    found: list[tuple[str, FileId, float]] = []
+    for sibling in map(str, rotated_files(path)):
         try:
-            st = os.stat(full)
+            st = os.stat(sibling)
         except OSError:
             continue
-        found.append((rotation_key(suffix), full, file_id(st), st.st_mtime))
-    return [(full, ident, mtime) for _, full, ident, mtime in sorted(found)]
+        found.append((sibling, file_id(st), st.st_mtime))
+    return found
 
 
 class Tailer:
@@ -361,27 +342,12 @@ class PositionStore:
             return False
         doc = {"version": STATE_VERSION,
                "files": {p: {"dev": v.dev, "ino": v.ino, "offset": v.offset} for p, v in sorted(positions.items())}}
-        tmp = self.path.with_name(self.path.name + ".tmp")
         try:
-            with open(tmp, "w") as f:
-                json.dump(doc, f, separators=(",", ":"))
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, self.path)
-            fsync_dir(self.path.parent)
+            write_atomic(self.path, json.dumps(doc, separators=(",", ":")), durable=True)
         except OSError as exc:
             raise TailError(f"cannot save tail positions to {self.path}: {exc}") from exc
         self._saved = dict(positions)
         return True
-
-
-def fsync_dir(directory: Path | str) -> None:
-    """Make a directory's entries (created, renamed files) durable."""
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # --------------------------------------------------------------------------------------------------- watcher
@@ -474,4 +440,4 @@ class Watcher:
 
 
 __all__ = ["GONE_GRACE", "MAX_LINE", "FileId", "Line", "Position", "PositionStore", "TailError", "Tailer",
-           "Watcher", "file_id", "find_sibling", "fsync_dir", "rotated_siblings", "rotation_key"]
+           "Watcher", "file_id", "find_sibling", "rotated_siblings"]

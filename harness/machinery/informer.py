@@ -42,11 +42,6 @@ MIN_WATCH_TIMEOUT = 300
 SHORT_WATCH = 1.0
 
 
-def key_of(obj: dict[str, Any]) -> str:
-    """The cache and workqueue key of an object: `ns/name`, or `name` if cluster-scoped."""
-    return meta.object_key(meta.namespace_of(obj), meta.name_of(obj))
-
-
 def index_by_namespace(obj: dict[str, Any]) -> list[str]:
     return [meta.namespace_of(obj)]
 
@@ -100,7 +95,7 @@ class Cache:
 
     def put(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """Store `obj`; return what it replaced."""
-        key = key_of(obj)
+        key = meta.key_of(obj)
         old = self._objects.get(key)
         if old is not None:
             self._unindex(key, old)
@@ -134,7 +129,7 @@ def _index_values(name: str, func: IndexFunc, obj: dict[str, Any]) -> set[str]:
     try:
         return set(func(obj))
     except Exception:
-        log.exception("index function %r failed on %s", name, key_of(obj))
+        log.exception("index function %r failed on %s", name, meta.key_of(obj))
         return set()
 
 
@@ -273,7 +268,7 @@ class Informer:
         self._synced.set()
 
     def _replace(self, items: Iterable[dict[str, Any]]) -> None:
-        fresh = {key_of(obj): obj for obj in items}
+        fresh = {meta.key_of(obj): obj for obj in items}
         for key in [k for k in self.cache.keys() if k not in fresh]:  # noqa: SIM118  (a copy: we pop)
             gone = self.cache.pop(key)
             if gone is not None:
@@ -313,7 +308,7 @@ class Informer:
             else:
                 self._updated(old, obj)
         elif event.type == "DELETED":
-            self.cache.pop(key_of(obj))
+            self.cache.pop(meta.key_of(obj))
             self._deleted(obj)
         elif event.type != "BOOKMARK":
             log.warning("%r: ignoring watch event of type %r", self, event.type)

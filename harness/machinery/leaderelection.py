@@ -20,23 +20,23 @@ import logging
 import math
 import random
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from harness.api import errors, meta, registry
 from harness.client.rest import Client
+from harness.util import rfc3339
 
 log = logging.getLogger(__name__)
 
 LEASES = registry.by_path("coordination.k8s.io", "v1", "leases")
 #: As upstream's JitterUntil with factor 1.2: followers retry every retry_period * [1, 2.2).
 JITTER = 1.2
-_MICRO_TIME = "%Y-%m-%dT%H:%M:%S.%fZ"
 
 
 def format_micro_time(when: datetime) -> str:
     """`metav1.MicroTime` on the wire, e.g. `2026-01-02T03:04:05.123456Z`."""
-    return when.astimezone(UTC).strftime(_MICRO_TIME)
+    return rfc3339.format_time(when, digits=6)
 
 
 def is_free(spec: dict[str, Any], *, now: datetime) -> bool:

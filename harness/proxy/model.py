@@ -14,6 +14,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.api import meta
+
 #: Upstream's default ClientIP affinity timeout (3 hours), used when the Service does not give one.
 DEFAULT_AFFINITY_TIMEOUT = 10800
 PROTOCOLS = ("TCP", "UDP", "SCTP")
@@ -46,7 +48,7 @@ class ServicePort:
     @property
     def key(self) -> str:
         """Upstream's ServicePortName.String(): `ns/name:port`, or `ns/name` for an unnamed port."""
-        base = f"{self.namespace}/{self.name}"
+        base = meta.object_key(self.namespace, self.name)
         return f"{base}:{self.port_name}" if self.port_name else base
 
 
@@ -59,7 +61,7 @@ def _is_ipv4(value: str) -> bool:
 
 def service_ports(service: Mapping[str, Any], endpoints: Mapping[str, Any] | None) -> list[ServicePort]:
     """The ServicePorts of one Service, with the ready endpoints from its Endpoints object (if any)."""
-    meta = service.get("metadata") or {}
+    md = service.get("metadata") or {}
     spec = service.get("spec") or {}
     if spec.get("type") == "ExternalName":
         return []
@@ -72,7 +74,7 @@ def service_ports(service: Mapping[str, Any], endpoints: Mapping[str, Any] | Non
         affinity = int(config.get("timeoutSeconds") or DEFAULT_AFFINITY_TIMEOUT)
     node_ports = spec.get("type") in ("NodePort", "LoadBalancer")
     external = tuple(sorted(ip for ip in spec.get("externalIPs") or [] if _is_ipv4(ip)))
-    ns, name = meta.get("namespace") or "default", meta.get("name") or ""
+    ns, name = md.get("namespace") or "default", md.get("name") or ""
     result = []
     for port in spec.get("ports") or []:
         protocol = port.get("protocol") or "TCP"
@@ -105,7 +107,5 @@ def build(services: Iterable[Mapping[str, Any]], endpoints: Mapping[str, Mapping
     """Every ServicePort of `services`, sorted by key; `endpoints` maps `ns/name` to the Endpoints object."""
     result: list[ServicePort] = []
     for service in services:
-        meta = service.get("metadata") or {}
-        key = f"{meta.get('namespace') or 'default'}/{meta.get('name') or ''}"
-        result.extend(service_ports(service, endpoints.get(key)))
+        result.extend(service_ports(service, endpoints.get(meta.key_of(service))))
     return sorted(result, key=lambda sp: (sp.key, sp.protocol))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import datetime
 import logging
 import os
 import shutil
@@ -29,6 +28,7 @@ from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from harness.api import meta
 from harness.machinery.health import component_registry
 from harness.proxy import iptables
 from harness.proxy.model import ServicePort, build
@@ -239,7 +239,7 @@ class IptablesProxier:
 def parse_time(value: str) -> float | None:
     """An RFC 3339 timestamp as a Unix time, or None."""
     try:
-        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        return meta.parse_time(value).timestamp()
     except ValueError:
         return None
 
@@ -309,8 +309,7 @@ class ProxyLoop:
         services = self.services()
         endpoints: dict[str, dict[str, Any]] = {}
         for svc in services:
-            md = svc.get("metadata") or {}
-            key = f"{md.get('namespace') or 'default'}/{md.get('name') or ''}"
+            key = meta.key_of(svc)
             found = self.endpoints(key)
             if found is not None:
                 endpoints[key] = found

@@ -19,16 +19,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api import meta
+from harness.api.pods import is_terminal
 from harness.scheduler.framework import NodeInfo, PodInfo
 
 log = logging.getLogger(__name__)
-
-TERMINAL_PHASES = ("Succeeded", "Failed")
-
-
-def is_terminal(pod: dict[str, Any]) -> bool:
-    return (pod.get("status") or {}).get("phase") in TERMINAL_PHASES
-
 
 @dataclass(slots=True)
 class _Counted:

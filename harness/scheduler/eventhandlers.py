@@ -13,10 +13,10 @@ from collections.abc import Callable
 from typing import Any
 
 from harness.api import meta
+from harness.api.meta import Obj
+from harness.api.pods import is_terminal
 from harness.scheduler import queue as q
-from harness.scheduler.cache import SchedulerCache, is_terminal
-
-Obj = dict[str, Any]
+from harness.scheduler.cache import SchedulerCache
 
 
 def assigned(pod: Obj) -> bool:

@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+from harness.api import meta
 from harness.api.quantity import int_value, milli_value
 
 # What a container without a request counts as when scoring (upstream schedutil defaults).
@@ -135,10 +136,10 @@ class PodInfo:
         self.pod = pod
         self.namespace: str = md.get("namespace") or ""
         self.name: str = md.get("name") or ""
-        self.key = f"{self.namespace}/{self.name}" if self.namespace else self.name
+        self.key = meta.object_key(self.namespace, self.name)
         self.uid: str = md.get("uid") or self.key
         self.priority: int = int(spec.get("priority") or 0)
-        self.terminating = bool(md.get("deletionTimestamp"))
+        self.terminating = meta.is_terminating(pod)
         self.requests = pod_requests(spec)
         self.non_zero = pod_requests(spec, non_missing=True)
         self.tolerations: list[dict[str, Any]] = spec.get("tolerations") or []

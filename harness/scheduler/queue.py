@@ -47,7 +47,7 @@ class QueuedPod:
                  "timestamp", "where")
 
     def __init__(self, pod: dict[str, Any], now: float) -> None:
-        self.key = meta.object_key(meta.namespace_of(pod), meta.name_of(pod))
+        self.key = meta.key_of(pod)
         self.pod = pod
         self.attempts = 0
         self.first_queued = now  # for the end-to-end scheduling latency
@@ -97,7 +97,7 @@ class SchedulingQueue:
 
     def add(self, pod: dict[str, Any]) -> None:
         """A new pending pod (or one seen again): straight to activeQ."""
-        key = meta.object_key(meta.namespace_of(pod), meta.name_of(pod))
+        key = meta.key_of(pod)
         qp = self._pods.get(key)
         if qp is not None:
             self.update(qp.pod, pod)
@@ -107,7 +107,7 @@ class SchedulingQueue:
         self._to_active(qp)
 
     def update(self, old: dict[str, Any], new: dict[str, Any]) -> None:
-        key = meta.object_key(meta.namespace_of(new), meta.name_of(new))
+        key = meta.key_of(new)
         qp = self._pods.get(key)
         if qp is None:
             self.add(new)
@@ -121,7 +121,7 @@ class SchedulingQueue:
             self._to_backoff_or_active(qp, self.clock())
 
     def delete(self, pod: dict[str, Any]) -> None:
-        key = meta.object_key(meta.namespace_of(pod), meta.name_of(pod))
+        key = meta.key_of(pod)
         qp = self._pods.pop(key, None)
         if qp is not None:
             self._unschedulable.pop(key, None)

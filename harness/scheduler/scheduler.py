@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from harness.api import errors, meta, registry
+from harness.api import conditions, errors, meta, registry
 from harness.client.events import NORMAL, WARNING, EventRecorder
 from harness.client.rest import Client
 from harness.scheduler import metrics as m
@@ -41,13 +41,6 @@ def assumed_pod(pod: dict[str, Any], node_name: str) -> dict[str, Any]:
 
 def _uid(pod: dict[str, Any]) -> str:
     return str((pod.get("metadata") or {}).get("uid") or "")
-
-
-def scheduled_condition(pod: dict[str, Any]) -> dict[str, Any] | None:
-    for cond in (pod.get("status") or {}).get("conditions") or ():
-        if cond.get("type") == "PodScheduled":
-            return dict(cond)
-    return None
 
 
 class Scheduler:
@@ -172,13 +165,10 @@ class Scheduler:
         """PodScheduled=False with the reason, through pods/status; skipped if already so."""
         cond = {"type": "PodScheduled", "status": "False", "reason": reason, "message": message,
                 "lastProbeTime": None}
-        old = scheduled_condition(pod)
+        old = conditions.get(pod, "PodScheduled")
         if old is not None and all(old.get(k) == cond[k] for k in ("status", "reason", "message")):
             return
-        if old is None or old.get("status") != "False":
-            cond["lastTransitionTime"] = meta.now_rfc3339()
-        else:
-            cond["lastTransitionTime"] = old.get("lastTransitionTime")
+        cond["lastTransitionTime"] = conditions.transition_time(old, "False", meta.now_rfc3339())
         patch = {"status": {"conditions": [cond]}}
         md = pod.get("metadata") or {}
         try:

@@ -29,6 +29,7 @@ from typing import Any
 
 import pytest
 
+from harness.util import mountinfo
 from tests.clusters import free_subnet
 from tests.integration.apiserver_fixtures import ApiServerProcess, start_apiserver, stop_apiserver
 
@@ -130,8 +131,7 @@ class Node:
 
     def mounts(self) -> list[str]:
         root = str(self.root)
-        return [line.split()[4] for line in Path("/proc/self/mountinfo").read_text().splitlines()
-                if line.split()[4].startswith(root)]
+        return [m.mount_point for m in mountinfo.read() if m.mount_point.startswith(root)]
 
 
 def _kill_shims(root: Path) -> None:

@@ -20,7 +20,7 @@ import pytest
 
 from harness.cli import images
 from harness.kubelet.images import busybox
-from harness.kubelet.images.store import ImageStore
+from harness.kubelet.images.imagestore import ImageStore
 from tests import tools
 from tests.tools import needs
 

@@ -18,6 +18,7 @@ import yaml
 from harness.cluster import local
 from harness.cluster.inventory import write_inventory
 from harness.cluster.local import LocalProvider, LocalProviderError, NodeSpec
+from harness.util import mountinfo
 from tests.clusters import free_subnet
 from tests.tools import needs
 
@@ -49,7 +50,7 @@ def snapshot(provider: LocalProvider) -> dict[str, set[str]]:
         "netns": {line for line in sh("ip", "netns", "list").splitlines() if ours(line)},
         "links": {line.split(":")[1].strip().split("@")[0]
                   for line in sh("ip", "-o", "link", "show").splitlines() if ours(line)},
-        "mounts": {line for line in Path("/proc/self/mountinfo").read_text().splitlines() if ours(line)},
+        "mounts": {m.mount_point for m in mountinfo.read() if ours(m.mount_point)},
         "routes": {line for line in sh("ip", "route", "show").splitlines()
                    if ours(line) or any(cidr in line for cidr in local.GUARD_ROUTES)},
         "procs": procs,

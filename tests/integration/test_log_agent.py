@@ -28,9 +28,10 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from harness.kubelet.runtime.crilog import CriLogWriter, LineSplitter, rotated_files
+from harness.kubelet.runtime.crilog import CriLogWriter, LineSplitter
 from harness.logging import forward
 from harness.logging.sources import GENERIC_TAG, record_tag
+from harness.util.rotation import rotated_files
 from tests.integration.apiserver_fixtures import free_port, wait_for
 
 REPO = Path(__file__).resolve().parents[2]

@@ -32,6 +32,7 @@ from harness.kubelet.network import netns
 from harness.kubelet.network.ipam import all_allocations
 from harness.kubelet.network.pods import NetworkNotReady, PodInterface, PodNetwork, host_veth_name
 from harness.kubelet.network.routes import HostGwRoutes, RouteError
+from harness.util import mountinfo
 
 T = TypeVar("T")
 CIDR_A = "10.244.1.0/24"
@@ -172,9 +173,8 @@ class Node:
 
 
 def _mounts_under(root: Path) -> list[str]:
-    lines = Path("/proc/self/mountinfo").read_text().splitlines()
-    return [line.split()[4] for line in lines
-            if line.split()[4] == str(root) or line.split()[4].startswith(f"{root}/")]
+    return [m.mount_point for m in mountinfo.read()
+            if m.mount_point == str(root) or m.mount_point.startswith(f"{root}/")]
 
 
 def _enter(path: str) -> None:
@@ -272,9 +272,9 @@ def test_netns_store_creates_lists_and_deletes_namespaces(store: netns.NetnsStor
     (store.directory / "stale").touch()  # a file nothing is mounted on (a crash, a reboot): reused
     store.create("stale")
     assert store.list() == ["one", "stale"]
-    shared = [line for line in Path("/proc/self/mountinfo").read_text().splitlines()
-              if line.split()[4] == str(store.directory)]
-    assert shared and "shared:" in shared[-1], f"{store.directory} is not a shared mount: {shared}"
+    shared = [m for m in mountinfo.read() if m.mount_point == str(store.directory)]
+    assert shared and any(f.startswith("shared:") for f in shared[-1].optional_fields), \
+        f"{store.directory} is not a shared mount: {shared}"
     assert store.delete("one") is True
     assert store.delete("one") is False
     assert not path.exists()

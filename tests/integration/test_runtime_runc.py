@@ -24,9 +24,11 @@ import pytest
 import pytest_asyncio
 
 from harness.kubelet.runtime import cgroups
-from harness.kubelet.runtime.crilog import read_log, rotated_files
+from harness.kubelet.runtime.crilog import read_log
 from harness.kubelet.runtime.runc import ContainerRuntimeError, ExecTimeoutError, RuncRuntime, unmount
 from harness.kubelet.runtime.types import ContainerInfo, ContainerRequest, Mount
+from harness.util import mountinfo
+from harness.util.rotation import rotated_files
 from tests.tools import needs
 
 BUSYBOX = shutil.which("busybox") or "/bin/busybox"
@@ -97,7 +99,7 @@ def process_exists(pid: int | str) -> bool:
 
 
 def mounted_under(path: Path) -> bool:
-    return str(path) in Path("/proc/self/mountinfo").read_text()
+    return any(m.mount_point == str(path) or m.mount_point.startswith(f"{path}/") for m in mountinfo.read())
 
 
 @pytest_asyncio.fixture

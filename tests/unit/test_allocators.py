@@ -23,44 +23,7 @@ from harness.apiserver.allocators import (
     service_ip,
     service_node_ports,
 )
-from harness.storage.backend import KeyExists, KeyNotFound, Page, Record, RevisionMismatch
-
-
-class MemoryBackend:
-    """Just enough of `Backend` for the allocators: keyed records with revisions."""
-
-    def __init__(self) -> None:
-        self.data: dict[str, Record] = {}
-        self.revision = 0
-
-    async def get(self, key: str) -> Record | None:
-        await asyncio.sleep(0)  # let concurrent claims interleave
-        return self.data.get(key)
-
-    async def list(self, prefix: str, *, revision: int = 0, limit: int = 0, start: str = "") -> Page:
-        return Page([r for k, r in sorted(self.data.items()) if k.startswith(prefix)], self.revision, False)
-
-    async def create(self, key: str, value: bytes, *, ttl: int = 0) -> int:
-        await asyncio.sleep(0)
-        if key in self.data:
-            raise KeyExists(key)
-        self.revision += 1
-        self.data[key] = Record(key, value, self.revision, self.revision)
-        return self.revision
-
-    async def delete(self, key: str, *, revision: int = 0) -> int:
-        rec = self.data.get(key)
-        if rec is None:
-            raise KeyNotFound(key)
-        if revision and rec.revision != revision:
-            raise RevisionMismatch(key, rec)
-        self.revision += 1
-        del self.data[key]
-        return self.revision
-
-    def keys(self, kind: str) -> set[str]:
-        prefix = f"/registry/allocations/{kind}/"
-        return {k[len(prefix):] for k in self.data if k.startswith(prefix)}
+from tests.unit.memory_backend import MemoryBackend
 
 
 def svc(name: str = "web", uid: str = "u1", type_: str = "ClusterIP", cluster_ip: str | None = None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -13,6 +14,7 @@ from harness.apiserver.watchcache import Watcher, WatchEvent
 
 PODS = registry.by_path("", "v1", "pods")
 DEPLOYMENTS = registry.by_path("apps", "v1", "deployments")
+NAMESPACES = registry.by_path("", "v1", "namespaces")
 
 
 def obj(name: str, labels: dict[str, str], ns: str = "default") -> dict[str, Any]:
@@ -136,3 +138,37 @@ def test_service_type_change_drops_node_ports_and_keeps_cluster_ip() -> None:
                                                "ports": [{"port": 80, "nodePort": 30080}]}}
     strategies.prepare_for_update(services, new, old, subresource="")
     assert new["spec"] == {"type": "ClusterIP", "clusterIP": "10.96.0.7", "ports": [{"port": 80}]}
+
+
+def test_a_strategy_without_hooks_changes_nothing() -> None:
+    s = strategies.strategy_for(registry.by_path("", "v1", "configmaps"))
+    assert s == strategies.Strategy()
+    obj = {"metadata": {"name": "c", "finalizers": ["x"]}, "spec": {"finalizers": ["kubernetes"]},
+           "status": {"phase": "Active"}}
+    before = copy.deepcopy(obj)
+    assert s.kind_finalizers(obj) == []
+    s.mark_terminating(obj)
+    s.prepare_update(obj, before)
+    assert obj == before
+
+
+def test_namespace_strategy_holds_deletion_on_spec_finalizers_and_marks_terminating() -> None:
+    s = strategies.strategy_for(NAMESPACES)
+    assert s.kind_finalizers({"spec": {"finalizers": ["kubernetes"]}}) == ["kubernetes"]
+    assert s.kind_finalizers({"spec": {"finalizers": []}}) == [] and s.kind_finalizers({}) == []
+    ns: dict[str, Any] = {"metadata": {"name": "team"}, "status": {"phase": "Active"}}
+    s.mark_terminating(ns)
+    assert ns["status"] == {"phase": "Terminating"}
+
+
+def test_finalize_subresource_changes_spec_finalizers_only() -> None:
+    old = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team", "uid": "u", "labels": {"a": "1"}},
+           "spec": {"finalizers": ["kubernetes", "other"]}, "status": {"phase": "Terminating"}}
+    new = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": "team", "labels": {"a": "2"}},
+           "spec": {"finalizers": ["other"], "extra": True}, "status": {"phase": "Active"}}
+    strategies.prepare_for_update(NAMESPACES, new, old, subresource="finalize")
+    assert new["spec"] == {"finalizers": ["other"]} and new["status"] == {"phase": "Terminating"}
+    assert new["metadata"] == {"name": "team", "uid": "u", "labels": {"a": "2"}}
+    emptied = {"metadata": {"name": "team"}}
+    strategies.prepare_for_update(NAMESPACES, emptied, old, subresource="finalize")
+    assert emptied["spec"] == {"finalizers": []} and emptied["kind"] == "Namespace"

@@ -14,14 +14,11 @@ from harness.kubelet.runtime.crilog import (
     CriLogError,
     CriLogWriter,
     LineSplitter,
-    datetime_ns,
-    format_timestamp,
-    go_rfc3339nano,
-    parse_line,
     read_log,
-    rotated_files,
-    timestamp_ns,
 )
+from harness.util.crilog import split_line
+from harness.util.rfc3339 import format_ns
+from harness.util.rotation import rotated_files
 
 CRI_LINE = re.compile(rb"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}Z (stdout|stderr) [FP] ")
 
@@ -69,7 +66,7 @@ def test_writer_format(tmp_path: Path) -> None:
     w.close()
     lines = path.read_bytes().splitlines()
     assert len(lines) == 3 and all(CRI_LINE.match(line) for line in lines)
-    assert [parse_line(line)[1:] for line in lines] == [
+    assert [split_line(line)[1:] for line in lines] == [
         ("stdout", "F", b"hello world"),
         ("stdout", "P", b"part"),
         ("stderr", "F", b""),
@@ -93,7 +90,7 @@ def test_writer_rotates_and_keeps_max_files(tmp_path: Path) -> None:
     for p in [*rotated, path]:
         assert p.stat().st_size <= 300
         assert re.fullmatch(r"0\.log(\.\d{8}-\d{6}\.\d{6})?", p.name)
-    contents = [parse_line(line)[3] for p in [*rotated, path] for line in p.read_bytes().splitlines()]
+    contents = [split_line(line)[3] for p in [*rotated, path] for line in p.read_bytes().splitlines()]
     assert contents == [b"line %03d" % i for i in range(100 - len(contents), 100)]
 
 
@@ -113,43 +110,7 @@ def test_writer_appends_to_existing_file(tmp_path: Path) -> None:
     w = CriLogWriter(str(path))
     w.write("stdout", [(b"F", b"new")])
     w.close()
-    assert [parse_line(line)[3] for line in path.read_bytes().splitlines()] == [b"old", b"new"]
-
-
-# --------------------------------------------------------------------------------------------------- parsing
-
-
-def test_parse_line() -> None:
-    assert parse_line(b"2026-11-25T23:01:02.000000001Z stdout F hello  world\n") == (
-        "2026-11-25T23:01:02.000000001Z",
-        "stdout",
-        "F",
-        b"hello  world",
-    )
-    assert parse_line(b"2026-11-25T23:01:02Z stderr P ") == ("2026-11-25T23:01:02Z", "stderr", "P", b"")
-    assert parse_line(b"2026-11-25T23:01:02Z stderr F") == ("2026-11-25T23:01:02Z", "stderr", "F", b"")
-
-
-@pytest.mark.parametrize(
-    "line",
-    [b"", b"garbage", b"2026-11-25T23:01:02Z stdin F x", b"2026-11-25T23:01:02Z stdout X x", b"notatime stdout F x"],
-)
-def test_parse_line_rejects(line: bytes) -> None:
-    with pytest.raises(CriLogError):
-        parse_line(line)
-
-
-def test_timestamps() -> None:
-    assert format_timestamp(1_700_000_000_000_000_123) == "2023-11-14T22:13:20.000000123Z"
-    assert go_rfc3339nano("2023-11-14T22:13:20.120000000Z") == "2023-11-14T22:13:20.12Z"
-    assert go_rfc3339nano("2023-11-14T22:13:20.000000000Z") == "2023-11-14T22:13:20Z"
-    assert go_rfc3339nano("2023-11-14T22:13:20Z") == "2023-11-14T22:13:20Z"
-    assert timestamp_ns("2023-11-14T22:13:20.000000123Z") == 1_700_000_000_000_000_123
-    assert timestamp_ns("2023-11-14T23:13:20.5+01:00") == 1_700_000_000_500_000_000
-    assert timestamp_ns("2023-11-14T22:13:20Z") == 1_700_000_000_000_000_000
-    assert datetime_ns(datetime(2023, 11, 14, 22, 13, 20, 7, tzinfo=UTC)) == 1_700_000_000_000_007_000
-    with pytest.raises(CriLogError):
-        timestamp_ns("yesterday")
+    assert [split_line(line)[3] for line in path.read_bytes().splitlines()] == [b"old", b"new"]
 
 
 # --------------------------------------------------------------------------------------------------- reading
@@ -160,7 +121,7 @@ def write_log(path: Path, records: list[tuple[int, str, str, bytes]]) -> None:
     base = 1_767_225_600
     with open(path, "ab") as f:
         for secs, stream, tag, content in records:
-            f.write(f"{format_timestamp((base + secs) * 1_000_000_000)} {stream} {tag} ".encode() + content + b"\n")
+            f.write(f"{format_ns((base + secs) * 1_000_000_000)} {stream} {tag} ".encode() + content + b"\n")
 
 
 def append(path: Path, data: bytes) -> None:

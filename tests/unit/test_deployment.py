@@ -15,7 +15,8 @@ from typing import Any
 
 import pytest
 
-from harness.api import errors, meta
+from harness.api import conditions, errors, meta
+from harness.api.meta import Obj
 from harness.api.patch import apply_merge_patch
 from harness.api.selectors import label_selector_from_spec
 from harness.controllers.base import DEPLOYMENTS, PODS, REPLICASETS, controller_of
@@ -29,11 +30,9 @@ from harness.controllers.deployment_util import (
     REVISION_HISTORY,
     compute_hash,
     fenceposts,
-    get_condition,
 )
 from tests.unit.fakes import context
 
-Obj = dict[str, Any]
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 OWNER = {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web", "uid": "d-uid", "controller": True,
          "blockOwnerDeletion": True}
@@ -166,7 +165,7 @@ class World:
 
 
 def condition(obj: Obj, type_: str) -> tuple[str, str]:
-    cond = get_condition(obj.get("status"), type_)
+    cond = conditions.get(obj, type_)
     assert cond is not None, f"no {type_} condition in {obj.get('status')}"
     return cond["status"], cond["reason"]
 

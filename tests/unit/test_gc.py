@@ -7,10 +7,10 @@ from typing import Any
 from prometheus_client import CollectorRegistry
 
 from harness.api import registry
+from harness.api.meta import key_of
 from harness.api.registry import Kind
 from harness.controllers.base import PODS, REPLICASETS, Context, Options
 from harness.controllers.garbagecollector import GarbageCollector
-from harness.machinery.informer import key_of
 from harness.machinery.workqueue import WorkQueue
 from tests.unit.fakes import FakeClient, FakeInformers, FakeRecorder
 

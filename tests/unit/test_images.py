@@ -17,15 +17,15 @@ from pathlib import Path
 import pytest
 
 from harness.kubelet.images import busybox, oci
-from harness.kubelet.images.layers import LayerError
-from harness.kubelet.images.refs import ImageError, InvalidReference, normalize_ref, split_for_display
-from harness.kubelet.images.store import (
+from harness.kubelet.images.imagestore import (
     ImageInUse,
     ImageNotFound,
     ImagePullError,
     ImageStore,
     NoRegistryPuller,
 )
+from harness.kubelet.images.layers import LayerError
+from harness.kubelet.images.refs import ImageError, InvalidReference, normalize_ref, split_for_display
 from tests.tools import needs
 from tests.unit.image_builders import Entry, base_layers, config_blob, layer, oci_archive, sha, write_tar
 
@@ -301,7 +301,7 @@ def test_remove(store: ImageStore, tmp_path: Path) -> None:
 def test_remove_refuses_an_image_in_use(store: ImageStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     layers = [layer(Entry("a", data=b"a"))]
     [image] = store.import_archive(docker_save_archive(tmp_path / "s.tar", layers, config_blob(layers), ["app:1"]))
-    from harness.kubelet.images import store as store_module
+    from harness.kubelet.images import imagestore as store_module
     monkeypatch.setattr(store_module, "overlay_lower_dirs", lambda: {str(image.rootfs)})
     with pytest.raises(ImageInUse, match="in use"):
         store.remove("app:1")
@@ -408,7 +408,7 @@ def test_builtin_leaves_a_user_imported_busybox_alone(store: ImageStore, tmp_pat
 @needs_busybox
 def test_builtin_from_two_processes_at_once(tmp_path: Path) -> None:
     root = tmp_path / "shared"
-    script = ("import sys; from pathlib import Path; from harness.kubelet.images.store import ImageStore; "
+    script = ("import sys; from pathlib import Path; from harness.kubelet.images.imagestore import ImageStore; "
               "print(ImageStore(Path(sys.argv[1])).ensure_builtin().id)")
     procs = [subprocess.Popen([sys.executable, "-c", script, str(root)], cwd=REPO, stdout=subprocess.PIPE,
                               stderr=subprocess.PIPE) for _ in range(3)]

@@ -14,7 +14,9 @@ import pytest
 
 from harness.kubelet.errors import ContainerConfigError, VolumeError
 from harness.kubelet.runtime.types import Mount
-from harness.kubelet.volumes import DATA_DIR, AtomicWriter, FileProjection, VolumeManager, mount_points, unmount
+from harness.kubelet.volumes import DATA_DIR, AtomicWriter, FileProjection, VolumeManager
+from harness.util.mountinfo import mount_points
+from harness.util.mounts import unmount
 from tests.tools import needs
 
 UID = "0b6a3c1e-pod"

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from harness.kubelet.runtime.crilog import CriLogWriter, LineSplitter, rotated_files
+from harness.kubelet.runtime.crilog import CriLogWriter, LineSplitter
 from harness.logging import forward
 from harness.logging.agent import Agent, AgentConfig, AgentError
 from harness.logging.buffer import BufferCorruptError, FileBuffer
-from harness.logging.cri import CriJoiner, CriLine, CriMessage, CriParseError, parse_line, parse_timestamp
 from harness.logging.sources import (
     GENERIC_TAG,
     PodLogSource,
@@ -26,6 +25,8 @@ from harness.logging.sources import (
     record_tag,
 )
 from harness.logging.tail import Line, Position, PositionStore, Tailer, Watcher, file_id, find_sibling
+from harness.util.crilog import CriMessage, parse_line
+from harness.util.rotation import rotated_files
 
 TS = "2026-11-25T23:01:02.000012345Z"
 EPOCH = 1795647662.000012345
@@ -49,63 +50,6 @@ def rotate_supervisord(path: Path, backups: int = 10) -> None:
         if older.exists():
             older.rename(path.with_name(f"{path.name}.{n + 1}"))
     path.rename(path.with_name(path.name + ".1"))
-
-
-# --------------------------------------------------------------------------------------------------- CRI
-
-
-def test_parse_cri_lines() -> None:
-    line = parse_line(f"{TS} stdout F hello world\n".encode())
-    assert line == CriLine(pytest.approx(EPOCH, abs=1e-6), "stdout", False, b"hello world")  # type: ignore[arg-type]
-    assert parse_line(f"{TS} stderr P part".encode()).partial is True
-    assert parse_line(f"{TS} stdout F ".encode()).content == b""
-    assert parse_line(f"{TS} stdout F".encode()).content == b""
-    assert parse_line(f"{TS} stdout F:extra  two  spaces".encode()).content == b" two  spaces"
-    for bad in (b"", b"no spaces", f"{TS} stdin F x".encode(), f"{TS} stdout X x".encode(),
-                b"yesterday stdout F x", b"2026-13-45T99:00:00Z stdout F x"):
-        with pytest.raises(CriParseError):
-            parse_line(bad)
-
-
-def test_parse_timestamps() -> None:
-    assert parse_timestamp("1970-01-01T00:00:00Z") == 0
-    assert parse_timestamp("1970-01-01T00:00:01.5Z") == 1.5
-    assert parse_timestamp("1970-01-01T02:00:00+02:00") == 0
-    assert parse_timestamp("1970-01-01T00:00:00.25-01:30") == 5400.25
-    assert parse_timestamp(TS) == pytest.approx(EPOCH, abs=1e-6)
-    assert parse_timestamp("2026-11-25T23:01:02.123Z") == pytest.approx(1795647662.123)
-    for bad in ("2026-11-25 23:01:02Z", "2026-11-25T23:01:02", "2026-11-25T23:01:02+0200", "soon"):
-        with pytest.raises(CriParseError):
-            parse_timestamp(bad)
-
-
-def test_joiner_joins_partials_per_stream() -> None:
-    j = CriJoiner()
-    assert j.feed(parse_line(f"{TS} stdout P aaa".encode()), mark="m1") is None
-    # stderr is independent of stdout's unfinished line
-    assert j.feed(parse_line(f"{TS} stderr F err".encode())) == CriMessage(pytest.approx(EPOCH), "stderr", b"err")  # type: ignore[arg-type]
-    assert j.feed(parse_line(b"2026-11-25T23:01:03Z stdout P bbb"), mark="m2") is None
-    assert j.marks() == ["m1"]
-    joined = j.feed(parse_line(b"2026-11-25T23:01:04Z stdout F ccc"))
-    assert joined is not None and joined.content == b"aaabbbccc" and joined.time == pytest.approx(EPOCH)
-    assert j.marks() == []
-    # bytes are joined before decoding: a UTF-8 character cut between fragments survives
-    euro = "€".encode()
-    j.feed(CriLine(1.0, "stdout", True, euro[:1]))
-    msg = j.feed(CriLine(2.0, "stdout", False, euro[1:]))
-    assert msg is not None and msg.content.decode() == "€" and msg.time == 1.0
-
-
-def test_joiner_limits_and_stale_partials() -> None:
-    j = CriJoiner(max_message=10)
-    assert j.feed(CriLine(1.0, "stdout", True, b"12345")) is None
-    big = j.feed(CriLine(1.0, "stdout", True, b"67890"))
-    assert big is not None and big.content == b"1234567890"
-    j.feed(CriLine(5.0, "stderr", True, b"prompt> "), mark="x", now=100.0)
-    assert j.flush_stale(now=102.0, max_age=5.0) == []
-    assert j.flush_stale(now=106.0, max_age=5.0) == [CriMessage(5.0, "stderr", b"prompt> ")]
-    j.feed(CriLine(6.0, "stdout", True, b"left"))
-    assert j.flush() == [CriMessage(6.0, "stdout", b"left")]
 
 
 # --------------------------------------------------------------------------------------------------- tailer

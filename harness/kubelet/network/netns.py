@@ -14,7 +14,6 @@ in. No fork, which matters in a kubelet full of threads. The threads live for a 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import errno
 import os
 import socket
@@ -24,44 +23,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from harness.kubelet.errors import KubeletError
+from harness.util import libc
+from harness.util.mounts import MS_BIND, MS_REC, MS_SHARED, mount, unmount
 
 DEFAULT_NETNS_DIR = Path("/run/harness/netns")
 
 CLONE_NEWNET = 0x40000000
-MS_BIND = 0x1000
-MS_REC = 0x4000
-MS_SHARED = 1 << 20
-MNT_DETACH = 2
 
 T = TypeVar("T")
 
 
 class NetnsError(KubeletError):
     """A network namespace could not be created, entered or removed."""
-
-
-_libc: ctypes.CDLL | None = None
-
-
-def _c() -> ctypes.CDLL:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    return _libc
-
-
-def _check(result: int, what: str, path: str | Path) -> None:
-    if result != 0:
-        code = ctypes.get_errno()
-        raise OSError(code, f"{what}: {os.strerror(code)}", str(path))
-
-
-def _mount(source: str | Path, target: str | Path, flags: int) -> None:
-    _check(_c().mount(str(source).encode(), str(target).encode(), b"none", flags, None), "mount", target)
-
-
-def _umount(target: str | Path) -> None:
-    _check(_c().umount2(str(target).encode(), MNT_DETACH), "umount", target)
 
 
 def in_thread(fn: Callable[[], T]) -> T:
@@ -107,7 +80,7 @@ def is_netns(path: str | Path) -> bool:
 def _setns(path: str | Path) -> None:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        _check(_c().setns(fd, CLONE_NEWNET), "setns", path)
+        libc.call("setns", fd, CLONE_NEWNET, path=path)
     finally:
         os.close(fd)
 
@@ -175,8 +148,8 @@ class NetnsStore:
             raise NetnsError(f"cannot create {target}: {exc.strerror}") from exc
 
         def unshare_and_bind() -> None:
-            _check(_c().unshare(CLONE_NEWNET), "unshare(CLONE_NEWNET)", target)
-            _mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", target, MS_BIND)
+            libc.call("unshare", CLONE_NEWNET, path=target)
+            mount(f"/proc/self/task/{threading.get_native_id()}/ns/net", target, fstype="none", flags=MS_BIND)
 
         try:
             in_thread(unshare_and_bind)
@@ -190,15 +163,11 @@ class NetnsStore:
     def delete(self, name: str) -> bool:
         """Unmount and remove the namespace file; True if there was something to remove. Idempotent."""
         target = self.path(name)
-        mounted = False
-        while is_netns(target):  # a loop, in case two mounts were stacked on the file
-            mounted = True
-            try:
-                _umount(target)
-            except OSError as exc:
-                if exc.errno in (errno.EINVAL, errno.ENOENT):
-                    break
-                raise NetnsError(f"cannot unmount network namespace {target}: {exc.strerror}") from exc
+        try:
+            # Lazily at once, as `ip netns delete` does: the namespace lives on while something still holds it.
+            mounted = unmount(target, lazy=True)
+        except OSError as exc:
+            raise NetnsError(f"cannot unmount network namespace {target}: {exc.strerror}") from exc
         return self._unlink(target) or mounted
 
     @staticmethod
@@ -221,12 +190,12 @@ class NetnsStore:
             try:
                 self.directory.mkdir(parents=True, exist_ok=True)
                 try:
-                    _mount("", self.directory, MS_SHARED | MS_REC)
+                    mount("", self.directory, fstype="none", flags=MS_SHARED | MS_REC)
                 except OSError as exc:
                     if exc.errno != errno.EINVAL:  # EINVAL: not a mount point yet
                         raise
-                    _mount(self.directory, self.directory, MS_BIND | MS_REC)
-                    _mount("", self.directory, MS_SHARED | MS_REC)
+                    mount(self.directory, self.directory, fstype="none", flags=MS_BIND | MS_REC)
+                    mount("", self.directory, fstype="none", flags=MS_SHARED | MS_REC)
             except OSError as exc:
                 raise NetnsError(f"cannot prepare {self.directory} for network namespaces: {exc.strerror}") from exc
             self._dir_ready = True

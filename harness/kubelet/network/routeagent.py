@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from harness.api import registry
+from harness.api.nodes import address_of
 from harness.client.rest import Client
 from harness.kubelet.network.routes import HostGwRoutes
 from harness.machinery.informer import Informer
@@ -23,19 +24,13 @@ log = logging.getLogger(__name__)
 NODES = registry.by_path("", "v1", "nodes")
 
 
-def internal_ip(node: dict[str, Any]) -> str | None:
-    """The Node's InternalIP, or None."""
-    return next((a.get("address") for a in (node.get("status") or {}).get("addresses") or []
-                 if a.get("type") == "InternalIP"), None)
-
-
 def node_routes(nodes: Iterable[dict[str, Any]], *, skip: str | None = None) -> dict[str, str]:
     """{podCIDR: InternalIP} of every Node that has both, except the Node named `skip` (this machine's own)."""
     wanted: dict[str, str] = {}
     for node in nodes:
         if node["metadata"]["name"] == skip:
             continue
-        cidr, ip = (node.get("spec") or {}).get("podCIDR"), internal_ip(node)
+        cidr, ip = (node.get("spec") or {}).get("podCIDR"), address_of(node, "InternalIP")
         if cidr and ip:
             wanted[cidr] = ip
     return wanted
@@ -91,4 +86,4 @@ class PodRouteAgent:
         log.info("host-gw routes: %s", describe(wanted))
 
 
-__all__ = ["PodRouteAgent", "describe", "internal_ip", "node_routes"]
+__all__ = ["PodRouteAgent", "describe", "node_routes"]

@@ -14,6 +14,8 @@ import contextlib
 import os
 from pathlib import Path
 
+from harness.util import mountinfo
+
 CGROUP_ROOT = "/sys/fs/cgroup"
 
 
@@ -36,51 +38,26 @@ class CgroupLayout:
         return f"CgroupLayout(mode={self.mode!r}, unified={self.unified!r}, memory={self.memory!r})"
 
 
-def _unescape(field: str) -> str:
-    """Mountinfo escapes space, tab, newline and backslash as octal `\\NNN`."""
-    if "\\" not in field:
-        return field
-    out: list[str] = []
-    i = 0
-    while i < len(field):
-        if field[i] == "\\" and i + 3 < len(field) and field[i + 1 : i + 4].isdigit():
-            out.append(chr(int(field[i + 1 : i + 4], 8)))
-            i += 4
-        else:
-            out.append(field[i])
-            i += 1
-    return "".join(out)
+def _cgroup_mounts(mounts: list[mountinfo.Mount]) -> list[tuple[str, str, str]]:
+    return [(m.mount_point, m.fstype, m.super_options) for m in mounts if m.fstype in ("cgroup", "cgroup2")]
 
 
 def parse_mountinfo(text: str) -> list[tuple[str, str, str]]:
-    """(mount point, fstype, super options) of every cgroup/cgroup2 mount, in mountinfo order."""
-    mounts: list[tuple[str, str, str]] = []
-    for line in text.splitlines():
-        pre, sep, post = line.partition(" - ")
-        if not sep:
-            continue
-        fields = pre.split(" ")
-        rest = post.split(" ")
-        if len(fields) < 5 or len(rest) < 3:
-            continue
-        fstype = rest[0]
-        if fstype in ("cgroup", "cgroup2"):
-            mounts.append((_unescape(fields[4]), fstype, rest[2]))
-    return mounts
+    """(mount point, fstype, super options) of every cgroup/cgroup2 mount of mountinfo text, in its order."""
+    return _cgroup_mounts(mountinfo.parse(text))
 
 
-def detect(mountinfo: str | None = None) -> CgroupLayout:
+def _mounted_cgroups(text: str | None = None) -> list[tuple[str, str, str]]:
+    """The cgroup mounts of mountinfo text, or else of this process's mount namespace."""
+    return parse_mountinfo(text) if text is not None else _cgroup_mounts(mountinfo.read())
+
+
+def detect(text: str | None = None) -> CgroupLayout:
     """The cgroup layout of this process's mount namespace (or of the given mountinfo text)."""
-    if mountinfo is None:
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-                mountinfo = f.read()
-        except OSError:
-            mountinfo = ""
     unified: Path | None = None
     memory: Path | None = None
     has_v1 = False
-    for point, fstype, options in parse_mountinfo(mountinfo):
+    for point, fstype, options in _mounted_cgroups(text):
         if fstype == "cgroup2":
             # Prefer /sys/fs/cgroup itself (pure v2) over any other cgroup2 mount.
             if unified is None or point == CGROUP_ROOT:
@@ -154,27 +131,17 @@ def read_oom_kill(cgroups_path: str, layout: CgroupLayout | None = None) -> int:
 
 def remove_if_empty(cgroups_path: str) -> None:
     """rmdir the cgroup (not its children) in every hierarchy where it has none left; otherwise leave it."""
-    try:
-        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-            mountinfo = f.read()
-    except OSError:
-        return
-    for point, _fstype, _options in parse_mountinfo(mountinfo):
+    for point, _fstype, _options in _mounted_cgroups():
         with contextlib.suppress(OSError):
             (Path(point) / cgroups_path.strip("/")).rmdir()
 
 
-def remove_tree(cgroups_path: str, mountinfo: str | None = None) -> list[Path]:
-    """rmdir a cgroup (e.g. a pod's) and its empty children in every hierarchy; returns what is left (busy)."""
-    if mountinfo is None:
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
-                mountinfo = f.read()
-        except OSError:
-            return []
+def remove_tree(cgroups_path: str, text: str | None = None) -> list[Path]:
+    """rmdir a cgroup (e.g. a pod's) and its empty children in every hierarchy (of this process's mount namespace,
+    or of the given mountinfo text); returns what is left (busy)."""
     left: list[Path] = []
     relative = cgroups_path.strip("/")
-    for point, _fstype, _options in parse_mountinfo(mountinfo):
+    for point, _fstype, _options in _mounted_cgroups(text):
         base = Path(point) / relative
         if not base.is_dir():
             continue

@@ -3,7 +3,8 @@
 Each line of a log file is `<RFC3339Nano timestamp> <stdout|stderr> <F|P> <content>\\n`. A line the container
 wrote that is longer than 16 KiB is cut into `P` (partial) records and a final `F` record, and an unterminated
 chunk at EOF is written as `P`, as containerd does. The writer rotates `<name>.log` to
-`<name>.log.<YYYYmmdd-HHMMSS.ffffff>` when it grows past a size, keeping a number of files in all.
+`<name>.log.<YYYYmmdd-HHMMSS.ffffff>` when it grows past a size, keeping a number of files in all. Lines are read
+and joined by harness.util.crilog, which the log agent shares.
 
 The writer half is stdlib-only and cheap to import (the per-container shim uses it); the reader imports asyncio
 only when called.
@@ -11,17 +12,19 @@ only when called.
 
 from __future__ import annotations
 
-import calendar
 import contextlib
 import os
-import re
 import threading
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from harness.util.crilog import CriJoiner, CriMessage, CriParseError, parse_line
+from harness.util.rfc3339 import datetime_ns, format_ns, parse_ns, trim_fraction
+from harness.util.rotation import rotated_files
 
 if TYPE_CHECKING:
     import asyncio
@@ -34,68 +37,9 @@ YIELD_CHUNK = 32 * 1024
 
 _EOF, _CHUNK, _LIMIT = 0, 1, 2
 
-_ROTATED_SUFFIX = re.compile(r"\.\d{8}-\d{6}(\.\d+)?(\.gz)?$")
-
 
 class CriLogError(Exception):
-    """A CRI log line or file that cannot be read."""
-
-
-# --------------------------------------------------------------------------------------------------- timestamps
-
-
-def format_timestamp(ns: int | None = None) -> str:
-    """RFC 3339 UTC with nine fractional digits, e.g. `2026-11-25T23:01:02.000012345Z` (fixed width, sortable)."""
-    if ns is None:
-        ns = time.time_ns()
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
-
-
-def go_rfc3339nano(ts: str) -> str:
-    """A timestamp as Go's RFC3339Nano prints it (trailing zeros of the fraction dropped), as kubectl shows."""
-    dot = ts.find(".", 19)
-    if dot != 19:
-        return ts
-    end = dot + 1
-    while end < len(ts) and ts[end].isdigit():
-        end += 1
-    frac = ts[dot + 1 : end].rstrip("0")
-    return ts[:dot] + ("." + frac if frac else "") + ts[end:]
-
-
-def timestamp_ns(ts: str) -> int:
-    """Nanoseconds since the epoch of an RFC 3339 timestamp (`Z` or `±hh:mm` offset, any fraction length)."""
-    try:
-        secs = calendar.timegm(
-            (int(ts[0:4]), int(ts[5:7]), int(ts[8:10]), int(ts[11:13]), int(ts[14:16]), int(ts[17:19]), 0, 0, 0)
-        )
-        i = 19
-        frac = 0
-        if i < len(ts) and ts[i] == ".":
-            j = i + 1
-            while j < len(ts) and ts[j].isdigit():
-                j += 1
-            digits = ts[i + 1 : j][:9]
-            frac = int(digits.ljust(9, "0")) if digits else 0
-            i = j
-        zone = ts[i:]
-        if zone not in ("Z", "z"):
-            sign = 1 if zone[0] == "+" else -1
-            if zone[0] not in "+-" or len(zone) != 6:
-                raise ValueError(zone)
-            secs -= sign * (int(zone[1:3]) * 3600 + int(zone[4:6]) * 60)
-    except (ValueError, IndexError) as exc:
-        raise CriLogError(f"bad timestamp {ts!r}") from exc
-    return secs * 1_000_000_000 + frac
-
-
-def datetime_ns(value: datetime) -> int:
-    """Nanoseconds since the epoch of a datetime (naive means UTC)."""
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    delta = value - datetime(1970, 1, 1, tzinfo=UTC)
-    return (delta.days * 86400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+    """A CRI log file that cannot be read."""
 
 
 # --------------------------------------------------------------------------------------------------- writer
@@ -135,18 +79,6 @@ class LineSplitter:
         return [(b"P", rest)] if rest else []
 
 
-def rotated_files(path: Path | str) -> list[Path]:
-    """The rotated siblings of a log file (`<path>.<timestamp>`), oldest first."""
-    p = Path(path)
-    try:
-        names = os.listdir(p.parent)
-    except OSError:
-        return []
-    prefix = p.name
-    found = [n for n in names if n.startswith(prefix) and _ROTATED_SUFFIX.fullmatch(n[len(prefix) :])]
-    return [p.parent / n for n in sorted(found)]
-
-
 class CriLogWriter:
     """Appends CRI records to a log file and rotates it by size. Thread-safe; never raises on I/O errors.
 
@@ -169,8 +101,6 @@ class CriLogWriter:
         self._closed = False
         self._fd: int | None = fd
         self._size = 0
-        self._ts_sec = -1
-        self._ts_prefix = ""
         if path is not None and fd is None:
             self._fd = open_log(path)
         if self._fd is not None:
@@ -179,14 +109,6 @@ class CriLogWriter:
             except OSError:
                 self._size = 0
 
-    def _timestamp(self) -> str:
-        ns = time.time_ns()
-        secs, frac = divmod(ns, 1_000_000_000)
-        if secs != self._ts_sec:
-            self._ts_sec = secs
-            self._ts_prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
-        return f"{self._ts_prefix}.{frac:09d}Z"
-
     def write(self, stream: str, records: list[tuple[bytes, bytes]]) -> None:
         """Write records of one stream (from LineSplitter) with the current time."""
         if not records or self.path is None:
@@ -194,7 +116,7 @@ class CriLogWriter:
         with self._lock:
             if self._closed:
                 return
-            head = f"{self._timestamp()} {stream} ".encode()
+            head = f"{format_ns()} {stream} ".encode()
             lines = [head + tag + b" " + content + b"\n" for tag, content in records]
             if self.max_size <= 0:
                 self._write(b"".join(lines))
@@ -235,7 +157,7 @@ class CriLogWriter:
         if old is not None:
             os.close(old)
         keep = max(self.max_files - 1, 0)
-        rotated = rotated_files(self.path)
+        rotated = rotated_files(self.path, compressed=True)
         for stale in rotated[: max(len(rotated) - keep, 0)]:
             with contextlib.suppress(OSError):
                 stale.unlink()
@@ -259,25 +181,6 @@ def open_log(path: str) -> int | None:
 # --------------------------------------------------------------------------------------------------- reader
 
 
-def parse_line(line: bytes) -> tuple[str, str, str, bytes]:
-    """(timestamp, stream, tag, content) of one CRI log line (its trailing newline optional)."""
-    if line.endswith(b"\n"):
-        line = line[:-1]
-    parts = line.split(b" ", 3)
-    if len(parts) < 3:
-        raise CriLogError(f"malformed CRI log line {line[:80]!r}")
-    ts, stream, tag = parts[0], parts[1], parts[2]
-    if stream not in (b"stdout", b"stderr"):
-        raise CriLogError(f"unknown stream {stream[:20]!r} in CRI log line")
-    if tag.split(b":", 1)[0] not in (b"F", b"P"):
-        raise CriLogError(f"unknown tag {tag[:20]!r} in CRI log line")
-    if len(ts) < 20 or ts[10:11] != b"T":
-        raise CriLogError(f"bad timestamp {ts[:40]!r} in CRI log line")
-    return ts.decode("ascii", "replace"), stream.decode(), tag.decode("ascii", "replace"), (
-        parts[3] if len(parts) > 3 else b""
-    )
-
-
 class _Decoder:
     """CRI lines -> what `kubectl logs` prints: partials joined, filtered by stream and time."""
 
@@ -285,41 +188,33 @@ class _Decoder:
         self.stream = stream
         self.since_ns = since_ns
         self.timestamps = timestamps
-        self.pending: dict[str, tuple[str, list[bytes]]] = {}
+        # Whole lines however long, as the kubelet shows them: no limit on a joined message.
+        self.joiner = CriJoiner(max_message=None)
 
     def line(self, raw: bytes) -> bytes | None:
         try:
-            ts, stream, tag, content = parse_line(raw)
-        except CriLogError:
+            line = parse_line(raw)
+        except CriParseError:
             return None
-        if self.stream is not None and stream != self.stream:
+        if self.stream is not None and line.stream != self.stream:
             return None
-        if tag.startswith("P"):
-            self.pending.setdefault(stream, (ts, []))[1].append(content)
-            return None
-        first, chunks = self.pending.pop(stream, (ts, []))
-        chunks.append(content)
-        return self._message(first, b"".join(chunks) + b"\n")
+        message = self.joiner.feed(line)
+        return None if message is None else self._message(message, b"\n")
 
-    def _message(self, ts: str, content: bytes) -> bytes | None:
-        if self.since_ns is not None:
-            try:
-                if timestamp_ns(ts) < self.since_ns:
-                    return None
-            except CriLogError:
-                return None
+    def _message(self, message: CriMessage, end: bytes) -> bytes | None:
+        if self.since_ns is not None and parse_ns(message.timestamp) < self.since_ns:
+            return None
         if self.timestamps:
-            return go_rfc3339nano(ts).encode() + b" " + content
-        return content
+            return trim_fraction(message.timestamp).encode() + b" " + message.content + end
+        return message.content + end
 
     def flush(self) -> list[bytes]:
         """Unfinished partial lines at the very end, without a newline (as the kubelet shows them)."""
         out = []
-        for ts, chunks in self.pending.values():
-            msg = self._message(ts, b"".join(chunks))
+        for message in self.joiner.flush():
+            msg = self._message(message, b"")
             if msg is not None:
                 out.append(msg)
-        self.pending.clear()
         return out
 
 

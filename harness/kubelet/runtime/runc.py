@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
-import errno
 import json
 import os
 import re
@@ -29,6 +27,8 @@ import harness
 from harness.kubelet.runtime import cgroups
 from harness.kubelet.runtime.spec import NOFILE_LIMIT, build_spec
 from harness.kubelet.runtime.types import ContainerInfo, ContainerRequest, ExecResult
+from harness.util import mounts, rfc3339
+from harness.util.files import write_atomic
 
 Argv = list[str]  # (`list` is a method name inside RuncRuntime)
 _PACKAGE_ROOT = os.path.dirname(os.path.dirname(os.path.realpath(harness.__file__)))
@@ -38,7 +38,6 @@ SHIM_MODULE = "harness.kubelet.runtime.shim"
 SHIM_BOOT = f"import sys; from {SHIM_MODULE} import main; sys.exit(main())"
 SHIM_DIED = "container runtime shim died"
 SHIM_DIED_EXIT_CODE = 255
-MNT_DETACH = 2
 START_POLL = 0.005
 KILL_TIMEOUT = 10.0
 SHIM_EXIT_TIMEOUT = 5.0
@@ -54,20 +53,6 @@ class ContainerNotFoundError(ContainerRuntimeError):
 
 class ExecTimeoutError(ContainerRuntimeError, TimeoutError):
     """An exec did not finish in time; its process was killed."""
-
-
-def now_rfc3339() -> str:
-    """RFC3339Nano UTC (nine fractional digits), as the shim writes its times."""
-    ns = time.time_ns()
-    secs, frac = divmod(ns, 1_000_000_000)
-    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs)) + f".{frac:09d}Z"
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-    os.replace(tmp, path)
 
 
 def _read_text(path: Path) -> str | None:
@@ -129,41 +114,22 @@ def _nofile_limit() -> int:
     return NOFILE_LIMIT if hard == resource.RLIM_INFINITY else min(NOFILE_LIMIT, hard)
 
 
-_libc: ctypes.CDLL | None = None
-
-
-def _libc_call(name: str, *args: Any) -> None:
-    global _libc
-    if _libc is None:
-        _libc = ctypes.CDLL(None, use_errno=True)
-    if getattr(_libc, name)(*args) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, os.strerror(err))
-
-
 def mount_overlay(lower: Path, upper: Path, work: Path, target: Path) -> None:
     for p in (lower, upper, work):
         if any(c in str(p) for c in ",:\n"):
             raise ContainerRuntimeError(f"cannot use {p} in an overlay mount (',' or ':' in the path)")
-    data = f"lowerdir={lower},upperdir={upper},workdir={work}".encode()
     try:
-        _libc_call("mount", b"overlay", os.fsencode(target), b"overlay", ctypes.c_ulong(0), data)
+        mounts.mount("overlay", target, fstype="overlay", data=f"lowerdir={lower},upperdir={upper},workdir={work}")
     except OSError as exc:
         raise ContainerRuntimeError(f"mounting the overlay root file system at {target}: {exc.strerror}") from exc
 
 
 def unmount(target: Path) -> None:
     """Unmount everything mounted at `target` (lazily when busy); nothing if nothing is mounted."""
-    for _ in range(8):
-        if not os.path.ismount(target):
-            return
-        try:
-            _libc_call("umount2", os.fsencode(target), 0)
-        except OSError as exc:
-            if exc.errno == errno.EBUSY:
-                _libc_call("umount2", os.fsencode(target), MNT_DETACH)
-            elif exc.errno not in (errno.EINVAL, errno.ENOENT):
-                raise ContainerRuntimeError(f"unmounting {target}: {exc.strerror}") from exc
+    try:
+        mounts.unmount(target)
+    except OSError as exc:
+        raise ContainerRuntimeError(f"unmounting {target}: {exc.strerror}") from exc
 
 
 class RuncRuntime:
@@ -236,7 +202,7 @@ class RuncRuntime:
 
     def _prepare(self, req: ContainerRequest, directory: Path) -> None:
         """The bundle: overlay root file system, config.json, meta.json; and the (empty) log file."""
-        created_at = now_rfc3339()
+        created_at = rfc3339.format_ns()
         rootfs = directory / "rootfs"
         for sub in ("upper", "work", "rootfs"):
             (directory / sub).mkdir()
@@ -387,7 +353,7 @@ class RuncRuntime:
     def _record_shim_death(directory: Path) -> dict[str, Any]:
         record = {
             "exit_code": SHIM_DIED_EXIT_CODE,
-            "finished_at": now_rfc3339(),
+            "finished_at": rfc3339.format_ns(),
             "reason": "Error",
             "message": SHIM_DIED,
             "oom_killed": False,

@@ -15,7 +15,8 @@ kubelet. It then
    container and exits. The overlay root file system stays mounted until the runtime removes the container.
 
 Stdlib-only. Everything up to `started` uses only builtin modules (posix_spawn, no subprocess) so that a
-container starts fast; the heavier imports come after.
+container starts fast; the heavier imports come after. So it keeps its own small copies of `now_rfc3339` and
+`write_atomic`, which mirror harness.util.rfc3339.format_ns and harness.util.files.write_atomic.
 """
 
 from __future__ import annotations

@@ -44,12 +44,13 @@ from typing import Any, Protocol
 
 from harness.kubelet.images import busybox, layers, oci
 from harness.kubelet.images.refs import ImageError, InvalidReference, normalize_ref, parse_ref
+from harness.util import mountinfo, rfc3339
+from harness.util.files import write_atomic
 
 DEFAULT_ROOT = Path("/var/lib/harness/images")
 ANNOTATION_IMAGE_ID = "dev.harness.image.id"
 _HEX_PREFIX = re.compile(r"[0-9a-f]{1,64}")
 SHORT_ID_MIN = 12  # a bare hex id prefix must be this long, so that an image named `cafe` never finds an id
-_OCTAL_ESCAPE = re.compile(r"\\([0-7]{3})")
 
 
 class ImageNotFound(ImageError):
@@ -137,21 +138,13 @@ def _hex(image_id: str) -> str:
 
 def overlay_lower_dirs() -> set[str]:
     """The lower directories of the overlay mounts this process can see."""
-    try:
-        text = Path("/proc/self/mountinfo").read_text()
-    except OSError:
-        return set()
     lowers: set[str] = set()
-    for line in text.splitlines():
-        _, sep, tail = line.partition(" - ")
-        fields = tail.split(" ")
-        if not sep or len(fields) < 3 or fields[0] != "overlay":
+    for mount in mountinfo.read():
+        if mount.fstype != "overlay":
             continue
-        for option in fields[2].split(","):
+        for option in mountinfo.options(mount.super_options):
             if option.startswith("lowerdir="):
-                for d in option.removeprefix("lowerdir=").split(":"):
-                    if d:
-                        lowers.add(_OCTAL_ESCAPE.sub(lambda m: chr(int(m.group(1), 8)), d))
+                lowers.update(d for d in option.removeprefix("lowerdir=").split(":") if d)
     return lowers
 
 
@@ -312,18 +305,8 @@ class ImageStore:
                 os.close(fd)
 
     def _write_atomic(self, path: Path, data: bytes) -> None:
-        fd, tmp = tempfile.mkstemp(prefix=f"{path.name}.", dir=self.tmp_dir)
-        try:
-            with os.fdopen(fd, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
-        except BaseException:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            raise
+        # The temporary file goes to tmp/, where a writer that crashed leaves it for the next one to remove.
+        write_atomic(path, data, durable=True, tmp_dir=self.tmp_dir)
 
     def _write_index(self, index: dict[str, dict[str, Any]]) -> None:
         manifests = [index[ref] for ref in sorted(index)]
@@ -369,7 +352,7 @@ class ImageStore:
             "size": layers.disk_usage(rootfs),
             "manifests": [self._descriptor(staged)],
             "blobs": sorted(staged.blobs),
-            "added": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "added": rfc3339.format_time(time.time()),
         }
         (image_dir / "image.json").write_bytes(json.dumps(meta, indent=1).encode())
         return image_dir

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from harness.logging.forward import Entry
-from harness.logging.store import Filter, LogStore, LogStoreError, day_of, path_part, source_of
+from harness.logging.logstore import Filter, LogStore, LogStoreError, day_of, path_part, source_of
 
 T0 = datetime(2026, 11, 26, 2, 40, 1, 123000, tzinfo=UTC).timestamp()
 DAY = 86400.0

@@ -42,8 +42,9 @@ from typing import IO, Any
 import orjson
 
 from harness.logging.forward import Entry
+from harness.util.files import fsync_dir
 
-log = logging.getLogger("harness.logging.store")
+log = logging.getLogger("harness.logging.logstore")
 
 #: How many files stay open for appending (least recently used closed first).
 OPEN_FILES = 64
@@ -358,11 +359,7 @@ class LogStore:
     def _fsync_dirs(self, directory: Path) -> None:
         """fsync a new file's directory and its parents up to the root, so the new names survive a crash."""
         while True:
-            fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-            try:
-                os.fsync(fd)
-            finally:
-                os.close(fd)
+            fsync_dir(directory)
             if directory == self.root or self.root not in directory.parents:
                 return
             directory = directory.parent

@@ -11,15 +11,8 @@ import grpc  # type: ignore[import-untyped]
 import pytest
 from aiohttp import web
 
-from harness.kubelet.probes import (
-    USER_AGENT,
-    ProbeResult,
-    ProbeTarget,
-    ProbeWorker,
-    failure_message,
-    resolve_port,
-    run_probe,
-)
+from harness.kubelet.prober.prober import USER_AGENT, ProbeResult, failure_message, resolve_port, run_probe
+from harness.kubelet.prober.worker import ProbeTarget, ProbeWorker
 
 LOCAL = "127.0.0.1"
 

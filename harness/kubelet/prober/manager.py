@@ -12,10 +12,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from harness.api import meta
+from harness.api.pods import is_terminal
 from harness.client.events import EventRecorder
 from harness.kubelet import status as podstatus
 from harness.kubelet.metrics import KubeletMetrics
-from harness.kubelet.probes import ProbeKind, ProbeTarget, ProbeWorker
+from harness.kubelet.prober.prober import ProbeKind
+from harness.kubelet.prober.worker import ProbeTarget, ProbeWorker
 from harness.kubelet.records import PodRecord, epoch
 from harness.kubelet.runtime.types import ContainerInfo
 
@@ -107,8 +110,7 @@ class ProbeManager:
                 container_id=cur.id, running=cur.state == "running", started_at=epoch(cur.started_at) or None,
                 started=self.started(cur.id, spec, pod), pod_ip=record.sandbox.pod_ip if record.sandbox else "",
                 terminated=cur.state == "exited",
-                pod_finished=(pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"),
-                pod_deleting=bool(pod["metadata"].get("deletionTimestamp")) or record.deleted)
+                pod_finished=is_terminal(pod), pod_deleting=meta.is_terminating(pod) or record.deleted)
 
         return target
 
