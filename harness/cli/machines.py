@@ -25,8 +25,10 @@ import yaml
 
 from harness.cluster.bringup import BringUp, NodesNotReadyError, list_nodes
 from harness.cluster.local import LocalProvider, LocalProviderError
+from harness.cluster.pki import PKIError, expiring
 from harness.cluster.provision import ProvisionError
 from harness.cluster.spec import DEFAULT_SPEC_PATH, SpecError, load_spec
+from harness.util.x509 import X509Error
 
 INVENTORY = Path("inventory")
 DEFAULT_NAME = "local"
@@ -101,6 +103,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cluster.make_machines(progress)
         progress(f"inventory: {cluster.hosts}")
+        cluster.make_pki(progress)
         if args.machines_only:
             print(f"\nCluster {args.name}: machines ready in {time.monotonic() - started:.1f}s (not provisioned)\n"
                   f"Inventory: {cluster.hosts}\nRemove:    harness down --name {args.name}")
@@ -110,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         progress(f"provisioned: {run_.tasks} tasks, {run_.changed()} changes, in {run_.seconds:.1f}s")
         cluster.wait_nodes_ready(progress, timeout=args.timeout)
         cluster.write_kubeconfig()
-    except (LocalProviderError, ProvisionError, NodesNotReadyError) as exc:
+    except (LocalProviderError, ProvisionError, NodesNotReadyError, PKIError, X509Error) as exc:
         return failed(exc)
     summary(cluster, time.monotonic() - started)
     return 0
@@ -218,6 +221,7 @@ def run_status(args: argparse.Namespace) -> int:
             healthy &= line.startswith("RUNNING") and health in ("", "healthy")
             print(f"  {program:<28} {line:<40} {health}")
     healthy &= _prometheus_targets([s["ip"] for name, s in status.items() if "harness-prometheus" in programs[name]])
+    _certificates(INVENTORY / args.name / "pki")
     apiservers = [f"http://{s['ip']}:6443" for s in status.values() if s["role"] == "master"]
     try:
         nodes = list_nodes(apiservers, timeout=3)
@@ -228,6 +232,22 @@ def run_status(args: argparse.Namespace) -> int:
                          or "none registered"))
     healthy &= all(n.ready for n in nodes.values())
     return 0 if healthy else 1
+
+
+def _certificates(directory: Path) -> None:
+    """Warn of certificates that expire within 30 days (as `kubeadm certs check-expiration` would show)."""
+    if not directory.is_dir():
+        return
+    try:
+        due = expiring(directory)
+    except (PKIError, X509Error) as exc:
+        print(f"\nCertificates: cannot read {directory}: {exc}")
+        return
+    for cert in due:
+        days = cert.description.days_left()
+        when = f"expired {-days:.0f} days ago" if days < 0 else f"expires in {days:.0f} days"
+        print(f"\nWARNING: certificate {cert.name} {when} ({cert.description.not_after:%Y-%m-%d}): "
+              f"renew it with `harness pki rotate`")
 
 
 def _prometheus_targets(ips: list[str]) -> bool:

@@ -19,7 +19,7 @@ import yaml
 
 from harness.api.nodes import ready_status
 from harness.client import kubeconfig
-from harness.cluster import inventory
+from harness.cluster import inventory, pki
 from harness.cluster.local import LocalProvider, NodeSpec
 from harness.cluster.provision import PlaybookRun, run_playbook
 from harness.cluster.spec import ClusterSpec
@@ -78,6 +78,10 @@ class BringUp:
                              gateway=str(self.spec.gateway))
 
     @property
+    def pki_dir(self) -> Path:
+        return self.home / "pki"
+
+    @property
     def settings_file(self) -> Path:
         return self.home / "settings.yml"
 
@@ -103,6 +107,19 @@ class BringUp:
             self.settings = self.remember_settings()
             inventory.write_inventory(self.hosts, self.name, self.nodes, machines.key,
                                       cluster_vars=self.spec.cluster_vars(), settings=self.settings)
+
+    def make_pki(self, progress: Callable[[str], None]) -> pki.Changes:
+        """The cluster's CAs and certificates in inventory/<name>/pki, made once and kept (reissued only where the
+        machines changed or a certificate nears expiry)."""
+        with self._phase("pki"):
+            changes = pki.ensure(self.pki_dir, pki.plan(self.nodes, service_cidr=str(self.spec.service_cidr)))
+        if changes:
+            made = [*(f"CA {name}" for name in changes.cas), *changes.certs, *(["service-account key"] *
+                                                                               changes.sa_key)]
+            progress(f"pki: made {len(made)} in {self.pki_dir}: {', '.join(made)}")
+        else:
+            progress(f"pki: {self.pki_dir} is current")
+        return changes
 
     def provision(self, progress: Callable[[str], None]) -> PlaybookRun:
         with self._phase("provision"):
