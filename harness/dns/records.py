@@ -42,7 +42,7 @@ from harness.api import meta
 TTL = 5
 SCHEMA_VERSION = "1.1.0"
 DEFAULT_DOMAIN = "cluster.local"
-#: The service network and pod network (DESIGN.md §4): the reverse zones answered authoritatively.
+#: The service network and pod network (docs/architecture.md, "Networks"): the reverse zones answered authoritatively.
 DEFAULT_REVERSE_CIDRS = ("10.96.0.0/12", "10.244.0.0/16")
 PROTOCOLS = ("tcp", "udp", "sctp")
 #: CNAME chains inside the cluster domain are followed at most this far.

@@ -1,6 +1,6 @@
 """The kubelet's settings and the node-private directories they imply.
 
-Every path hangs off three roots (DESIGN.md §3): `root_dir` (/var/lib/harness), `run_dir`
+Every path hangs off three roots (docs/architecture.md, "The local provider"): `root_dir` (/var/lib/harness), `run_dir`
 (/run/harness) and `pod_log_dir` (/var/log/pods). On a namespace node the first two are
 bind-mounted per node, so two kubelets on one machine never share state.
 """

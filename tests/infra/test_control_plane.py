@@ -1,5 +1,5 @@
-"""Masters: the apiserver is ready; ports listen where DESIGN.md §4 says and nowhere else; the scheduler and the
-controller-manager each hold their leader Lease; the cluster DNS answers."""
+"""Masters: the apiserver is ready; ports listen where docs/architecture.md ("Ports") says and nowhere else; the
+scheduler and the controller-manager each hold their leader Lease; the cluster DNS answers."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ from tests.infra.support import InfraCluster
 
 testinfra_hosts = ["ansible://masters"]
 
-# DESIGN.md §4 on a master: etcd client/peer, apiserver, controller-manager, scheduler; cluster DNS (53, with its
-# health/metrics port 8080 as CoreDNS has); sshd (22) to reach the machine; the log agent's /healthz and /metrics
-# (24221); on the first: Prometheus (9090) and the log aggregator (Forward 24224, its query API 24220).
+# docs/architecture.md ("Ports") on a master: etcd client/peer, apiserver, controller-manager, scheduler; cluster
+# DNS (53, with its health/metrics port 8080 as CoreDNS has); sshd (22) to reach the machine; the log agent's
+# /healthz and /metrics (24221); on the first: Prometheus (9090) and the log aggregator (Forward 24224, its query
+# API 24220).
 MASTER_TCP = {22, 2379, 2380, 6443, 10257, 10259, 53, 8080, 24221}
 FIRST_MASTER_TCP = {9090, 24224, 24220}
 MASTER_UDP = {53}

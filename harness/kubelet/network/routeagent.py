@@ -1,9 +1,10 @@
 """host-gw for machines without a kubelet: keep a route to every Node's podCIDR via its InternalIP.
 
-The kubelet programs these routes on workers itself. Masters run no kubelet (DESIGN.md §2), yet they must answer
-pods: the cluster DNS and the apiservers run there, behind ClusterIPs that kube-proxy on the pod's node DNATs to a
-master's IP without masquerading (the source is a pod IP). This agent, `harness pod-routes`, is flannel's host-gw
-backend reduced to that: a Node informer, and `HostGwRoutes.sync` whenever the wanted routes change.
+The kubelet programs these routes on workers itself. Masters run no kubelet (docs/architecture.md, "Ansible roles"),
+yet they must answer pods: the cluster DNS and the apiservers run there, behind ClusterIPs that kube-proxy on the
+pod's node DNATs to a master's IP without masquerading (the source is a pod IP). This agent, `harness pod-routes`,
+is flannel's host-gw backend reduced to that: a Node informer, and `HostGwRoutes.sync` whenever the wanted routes
+change.
 """
 
 from __future__ import annotations
