@@ -84,6 +84,7 @@ bench: deps
 	$(BIN)/python bench/services.py
 	$(BIN)/python bench/bringup.py
 	$(BIN)/python bench/log_pipeline.py
+	$(BIN)/python bench/tls.py
 
 clean:
 	rm -rf $(STAMPS) build *.egg-info reports

@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import orjson
-from common import pct, run_concurrent, start_apiserver, stop
+from common import Report, pct, run_concurrent, start_apiserver, stop
 
 from harness.storage.etcd import EtcdBackend
 from harness.storage.local import LocalEtcd
@@ -54,11 +54,7 @@ async def wait_ready(session: aiohttp.ClientSession, url: str) -> None:
 
 
 async def bench(args: argparse.Namespace) -> None:
-    rows: list[tuple[str, str]] = []
-
-    def report(name: str, value: str) -> None:
-        rows.append((name, value))
-        print(f"  {name:<46} {value}", flush=True)
+    report = Report(46)
 
     with tempfile.TemporaryDirectory() as tmp, LocalEtcd() as etcd:
         value = orjson.dumps(pod("x" * 20))
@@ -157,9 +153,7 @@ async def bench(args: argparse.Namespace) -> None:
                        f"p50 {pct(lat, .5):.1f} ms  p99 {pct(lat, .99):.1f} ms")
         finally:
             stop(proc)
-    print("\nsummary")
-    for name, value in rows:
-        print(f"  {name:<46} {value}")
+    report.summary()
 
 
 def main() -> None:

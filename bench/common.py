@@ -18,6 +18,23 @@ from harness.client import kubeconfig
 from harness.storage.local import free_port
 
 
+class Report:
+    """Figures printed as they are measured, and again together at the end (`summary`)."""
+
+    def __init__(self, width: int = 52) -> None:
+        self.width = width
+        self.rows: list[tuple[str, str]] = []
+
+    def __call__(self, name: str, value: str) -> None:
+        self.rows.append((name, value))
+        print(f"  {name:<{self.width}} {value}", flush=True)
+
+    def summary(self) -> None:
+        print("\nsummary")
+        for name, value in self.rows:
+            print(f"  {name:<{self.width}} {value}")
+
+
 def pct(samples: list[float], q: float) -> float:
     """The q-quantile of latencies in seconds, in milliseconds."""
     ordered = sorted(samples)

@@ -20,7 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from common import start_apiserver, stop
+from common import Report, start_apiserver, stop
 
 from harness.api import meta, registry
 from harness.client import rest
@@ -95,11 +95,7 @@ async def pods_to_running(client: Client, nodes: list[str], count: int) -> tuple
 
 
 async def bench(args: argparse.Namespace) -> None:
-    rows: list[tuple[str, str]] = []
-
-    def report(name: str, value: str) -> None:
-        rows.append((name, value))
-        print(f"  {name:<52} {value}", flush=True)
+    report = Report()
 
     with tempfile.TemporaryDirectory() as tmp, LocalEtcd() as etcd:
         proc, url, _ = start_apiserver(etcd.endpoint, Path(tmp))
@@ -141,9 +137,7 @@ async def bench(args: argparse.Namespace) -> None:
                 await cluster.stop()
         finally:
             stop(proc)
-    print("\nsummary")
-    for name, value in rows:
-        print(f"  {name:<52} {value}")
+    report.summary()
 
 
 def main() -> None:

@@ -1,9 +1,8 @@
-"""The request chain every API call passes: authentication, authorization, admission.
+"""The request chain every API call passes after authentication (`authn.py`): authorization, admission.
 
-Today authentication and authorization allow everyone (TLS, certificates, tokens and RBAC
-come with the security work), but every request already goes through `Chain`, so they
-slot in without touching the handlers. Admission plugins are found through one table,
-`PLUGINS`, and run in the order the apiserver is configured with.
+Today authorization allows everyone (RBAC and the Node authorizer come with the security work), but every request
+already goes through `Chain`, so they slot in without touching the handlers. Admission plugins are found through one
+table, `PLUGINS`, and run in the order the apiserver is configured with.
 """
 
 from __future__ import annotations
@@ -51,19 +50,8 @@ class Attributes:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class Authenticator(Protocol):
-    def authenticate(self, headers: Any, peer_cert: Any) -> UserInfo | None: ...
-
-
 class Authorizer(Protocol):
     def authorize(self, user: UserInfo, info: RequestInfo) -> bool: ...
-
-
-class AllowAllAuthenticator:
-    """Every request is the cluster admin (until client certificates and tokens land)."""
-
-    def authenticate(self, headers: Any, peer_cert: Any) -> UserInfo | None:
-        return UserInfo("system:admin", ("system:masters", "system:authenticated"))
 
 
 class AllowAllAuthorizer:
@@ -165,10 +153,9 @@ DEFAULT_PLUGINS = ("NamespaceLifecycle", "DefaultTolerationSeconds")
 
 
 class Chain:
-    """Authentication, authorization and admission for one apiserver."""
+    """Authorization and admission for one apiserver."""
 
-    def __init__(self, *, authenticator: Authenticator, authorizer: Authorizer, plugins: list[Plugin]) -> None:
-        self.authenticator = authenticator
+    def __init__(self, *, authorizer: Authorizer, plugins: list[Plugin]) -> None:
         self.authorizer = authorizer
         self.plugins = plugins
 
@@ -177,14 +164,7 @@ class Chain:
         unknown = [n for n in names if n not in PLUGINS]
         if unknown:
             raise ValueError(f"unknown admission plugin(s) {unknown}; known: {sorted(PLUGINS)}")
-        return cls(authenticator=AllowAllAuthenticator(), authorizer=AllowAllAuthorizer(),
-                   plugins=[PLUGINS[n](ctx) for n in names])
-
-    def authenticate(self, headers: Any, peer_cert: Any = None) -> UserInfo:
-        user = self.authenticator.authenticate(headers, peer_cert)
-        if user is None:
-            raise errors.Unauthorized("Unauthorized")
-        return user
+        return cls(authorizer=AllowAllAuthorizer(), plugins=[PLUGINS[n](ctx) for n in names])
 
     def authorize(self, user: UserInfo, info: RequestInfo) -> None:
         if not self.authorizer.authorize(user, info):

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 
 from harness.api import errors, registry, validation
-from harness.apiserver import codec, discovery, handlers, openapi, subresources
+from harness.apiserver import authn, codec, discovery, handlers, openapi, subresources
 from harness.apiserver.admission import Chain, PluginContext, UserInfo
 from harness.apiserver.allocators import IPRange, PortRange, ServiceAllocations
 from harness.apiserver.genericregistry import Store, StoreOptions
@@ -37,6 +37,21 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 # -- middleware ----------------------------------------------------------------------------
+
+
+@web.middleware
+async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Who the request is (authn.USER): authenticated on the secure port, the admin on the plain-HTTP one."""
+    server = request.app[STATE]
+    transport = request.transport
+    if transport is not None and transport.get_extra_info("sslcontext") is not None:
+        if server.authentication is None:
+            raise errors.InternalError("no authentication is configured for the secure port")
+        creds = authn.Credentials(request.headers, transport.get_extra_info("peercert"), request.path)
+        request[authn.USER] = server.authentication.authenticate(creds)
+    else:
+        request[authn.USER] = authn.INSECURE_PORT_USER
+    return await handler(request)
 
 
 @web.middleware
@@ -276,8 +291,12 @@ async def _end_watches(app: web.Application) -> None:
 
 
 def build_app(config: Config, make_backend: Callable[[], Awaitable[Backend]]) -> web.Application:
-    app = web.Application(middlewares=[observe], client_max_size=codec.MAX_BODY)
-    server = ApiServer(config=config, backend=None, chain=None, metrics=Metrics())  # type: ignore[arg-type]
+    app = web.Application(middlewares=[observe, authenticate], client_max_size=codec.MAX_BODY)
+    metrics = Metrics()
+    authentication = (authn.build(client_ca_file=config.client_ca_file, token_auth_file=config.token_auth_file,
+                                  registry=metrics.registry) if config.secure_port else None)
+    server = ApiServer(config=config, backend=None, chain=None, metrics=metrics,  # type: ignore[arg-type]
+                       authentication=authentication)
     app[STATE] = server
     app.cleanup_ctx.append(backend_context(make_backend))
     app.cleanup_ctx.append(subresources.kubelet_client)

@@ -16,7 +16,7 @@ from aiohttp import web
 
 from harness.api import errors, fields, patch, registry, selectors
 from harness.api.registry import Kind
-from harness.apiserver import codec, subresources, tables
+from harness.apiserver import authn, codec, subresources, tables
 from harness.apiserver.admission import RequestInfo, UserInfo
 from harness.apiserver.genericregistry import DeleteOptions, Store
 from harness.apiserver.listing import ListOptions
@@ -96,7 +96,7 @@ async def handle_resource(request: web.Request) -> web.StreamResponse:
     info = RequestInfo(verb, group, version, target.kind.plural, target.subresource, target.namespace,
                        target.name)
     request[_INFO] = info
-    user = server.chain.authenticate(request.headers)
+    user = request[authn.USER]
     server.chain.authorize(user, info)
     store = server.stores[target.kind]
     if target.subresource and target.subresource not in _GENERIC_SUBRESOURCES:

@@ -9,6 +9,7 @@ from aiohttp import web
 
 from harness.api.registry import Kind
 from harness.apiserver.admission import Chain
+from harness.apiserver.authn import Authentication
 from harness.apiserver.genericregistry import Store
 from harness.apiserver.metrics import Metrics
 from harness.apiserver.watchcache import WatchCache
@@ -19,7 +20,18 @@ from harness.storage.backend import Backend
 class Config:
     etcd_servers: list[str]
     bind_address: str = "127.0.0.1"
+    #: The plain-HTTP port, where every request is the cluster admin; 0 for none. It goes away once every
+    #: client of a cluster speaks HTTPS (the security work's next step).
     port: int = 6443
+    #: The HTTPS port (--secure-port), 0 for none; requests there are authenticated (authn.py).
+    secure_port: int = 0
+    #: The serving certificate and key; without them a self-signed pair is made in cert_dir, as upstream.
+    tls_cert_file: str = ""
+    tls_private_key_file: str = ""
+    cert_dir: str = "/var/run/harness"
+    #: Client certificates signed by this CA authenticate (x509); a static token file (token,user,uid,"groups").
+    client_ca_file: str = ""
+    token_auth_file: str = ""
     advertise_address: str = ""
     admission_plugins: tuple[str, ...] = ("NamespaceLifecycle", "DefaultTolerationSeconds")
     #: DefaultTolerationSeconds: how long pods tolerate a not-ready / unreachable node by default.
@@ -49,6 +61,8 @@ class ApiServer:
     backend: Backend
     chain: Chain
     metrics: Metrics
+    #: The secure port's authentication (None while there is no secure port).
+    authentication: Authentication | None = None
     caches: dict[Kind, WatchCache] = field(default_factory=dict)
     stores: dict[Kind, Store] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

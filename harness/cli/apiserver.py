@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import re
 
-from aiohttp import web
-
+from harness.apiserver import serving
 from harness.apiserver.allocators import IPRange, PortRange, RangeError
 from harness.apiserver.app import build_app
+from harness.apiserver.authn import AuthnConfigError
 from harness.apiserver.state import Config
 from harness.cli import logs
+from harness.cli.lifecycle import serve_until_signalled
 from harness.storage.backend import Backend
 from harness.storage.etcd import EtcdBackend
 
@@ -22,7 +24,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--etcd-servers", required=True,
                    help="comma-separated etcd client URLs, e.g. http://127.0.0.1:2379")
     p.add_argument("--bind-address", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    p.add_argument("--port", type=int, default=6443, help="port to listen on (default 6443)")
+    p.add_argument("--port", type=int, default=6443,
+                   help="plain-HTTP port, where every request is the cluster admin (default 6443; 0 for none). "
+                        "It goes away once every client of a cluster speaks HTTPS")
+    p.add_argument("--secure-port", type=int, default=0,
+                   help="HTTPS port; requests there are authenticated (default 0: none)")
+    p.add_argument("--tls-cert-file", default="", help="the HTTPS serving certificate (PEM; the chain, leaf first)")
+    p.add_argument("--tls-private-key-file", default="", help="the key of --tls-cert-file")
+    p.add_argument("--cert-dir", default="/var/run/harness",
+                   help="where a self-signed serving certificate is kept when --tls-cert-file is not given "
+                        "(default /var/run/harness)")
+    p.add_argument("--client-ca-file", default="",
+                   help="client certificates signed by this CA authenticate: CN the user, O the groups")
+    p.add_argument("--token-auth-file", default="",
+                   help="static bearer tokens, a CSV line each: token,user,uid,\"group1,group2\"")
     p.add_argument("--advertise-address", default="", help="address clients should use (default: bind address)")
     p.add_argument("--enable-admission-plugins", default="NamespaceLifecycle,DefaultTolerationSeconds",
                    help="comma-separated admission plugins, in order")
@@ -71,6 +86,9 @@ def config_from(args: argparse.Namespace) -> Config:
         raise SystemExit("harness apiserver: identity lease duration and renew interval must be positive")
     plugins = tuple(p.strip() for p in args.enable_admission_plugins.split(",") if p.strip())
     return Config(etcd_servers=servers, bind_address=args.bind_address, port=args.port,
+                  secure_port=args.secure_port, tls_cert_file=args.tls_cert_file,
+                  tls_private_key_file=args.tls_private_key_file, cert_dir=args.cert_dir,
+                  client_ca_file=args.client_ca_file, token_auth_file=args.token_auth_file,
                   advertise_address=args.advertise_address or args.bind_address,
                   admission_plugins=plugins, compaction_interval=args.compaction_interval, event_ttl=args.event_ttl,
                   default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
@@ -90,8 +108,21 @@ def run(args: argparse.Namespace) -> int:
         await backend.connect()
         return backend
 
-    app = build_app(config, connect)
-    log.info("serving on http://%s:%d", config.bind_address, config.port)
-    web.run_app(app, host=config.bind_address, port=config.port, print=None, access_log=None,
-                shutdown_timeout=5.0, handler_cancellation=True)
-    return 0
+    try:
+        app = build_app(config, connect)
+    except AuthnConfigError as exc:
+        raise SystemExit(f"harness apiserver: {exc}") from None
+
+    async def main(stop: asyncio.Event) -> int:
+        if config.port:
+            log.info("serving plain HTTP on http://%s:%d", config.bind_address, config.port)
+        if config.secure_port:
+            log.info("serving HTTPS on https://%s:%d", config.bind_address, config.secure_port)
+        try:
+            await serving.serve(app, config, stop)
+        except serving.ServingError as exc:
+            log.error("%s", exc)
+            return 1
+        return 0
+
+    return serve_until_signalled(main, log)

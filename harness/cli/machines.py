@@ -165,7 +165,8 @@ def run_down(args: argparse.Namespace) -> int:
     home = INVENTORY / args.name
     for generated in ("hosts.yml", "kubeconfig", "settings.yml"):
         (home / generated).unlink(missing_ok=True)
-    shutil.rmtree(home / "ansible", ignore_errors=True)
+    for directory in ("ansible", "pki"):  # the PKI goes with its cluster, as `kubeadm reset` removes it
+        shutil.rmtree(home / directory, ignore_errors=True)
     with contextlib.suppress(OSError):  # something else may live there (e.g. the dev control plane's files)
         home.rmdir()
     print(f"cluster {args.name}: removed")

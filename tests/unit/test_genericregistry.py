@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from harness.api import errors, registry, validation
-from harness.apiserver.admission import AllowAllAuthenticator, AllowAllAuthorizer, Chain, UserInfo
+from harness.apiserver.admission import AllowAllAuthorizer, Chain, UserInfo
 from harness.apiserver.genericregistry import DeleteOptions, Store, StoreOptions
 from harness.apiserver.watchcache import WatchCache
 from tests.unit.memory_backend import MemoryBackend
@@ -46,7 +46,7 @@ class RecordingLifecycle:
 
 def make_store(kind: registry.Kind, options: StoreOptions | None = None) -> tuple[Store, MemoryBackend]:
     backend = MemoryBackend()
-    chain = Chain(authenticator=AllowAllAuthenticator(), authorizer=AllowAllAuthorizer(), plugins=[])
+    chain = Chain(authorizer=AllowAllAuthorizer(), plugins=[])
     store = Store(kind, backend, WatchCache(kind, backend), chain, options=options or StoreOptions())  # type: ignore[arg-type]
     return store, backend
 

@@ -1,0 +1,84 @@
+"""The apiserver's authenticators on tables of credentials: certificates, tokens, anonymous at public paths only."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from harness.api import errors
+from harness.apiserver import authn
+from harness.apiserver.admission import UserInfo
+
+ADMIN_CERT = {"subject": ((("organizationName", "system:masters"),), (("commonName", "kubernetes-admin"),))}
+NODE_CERT = {"subject": ((("organizationName", "system:nodes"),), (("commonName", "system:node:worker-1"),))}
+
+
+def creds(path: str = "/api/v1/pods", *, cert: dict | None = None, token: str = "") -> authn.Credentials:
+    return authn.Credentials({"Authorization": f"Bearer {token}"} if token else {}, cert, path)
+
+
+@pytest.fixture
+def authentication() -> authn.Authentication:
+    tokens = authn.TokenFileAuthenticator({"s3cret": UserInfo("alice", ("devs",))})
+    return authn.Authentication([authn.X509Authenticator(), tokens], authn.AuthnMetrics(CollectorRegistry()))
+
+
+@pytest.mark.parametrize(("given", "user"), [
+    (creds(cert=ADMIN_CERT), UserInfo("kubernetes-admin", ("system:masters", authn.AUTHENTICATED))),
+    (creds(cert=NODE_CERT), UserInfo("system:node:worker-1", ("system:nodes", authn.AUTHENTICATED))),
+    (creds(token="s3cret"), UserInfo("alice", ("devs", authn.AUTHENTICATED))),
+    (creds(cert=ADMIN_CERT, token="s3cret"), UserInfo("kubernetes-admin", ("system:masters", authn.AUTHENTICATED))),
+    (creds("/healthz"), authn.ANONYMOUS),
+    (creds("/readyz/etcd"), authn.ANONYMOUS),
+    (creds("/version"), authn.ANONYMOUS),
+])
+def test_who_the_request_is(authentication: authn.Authentication, given: authn.Credentials, user: UserInfo) -> None:
+    assert authentication.authenticate(given) == user
+
+
+@pytest.mark.parametrize("given", [
+    creds(), creds("/apis"), creds("/metrics"), creds("/healthzfoo"), creds(token="wrong"),
+    creds("/healthz", token="wrong"), creds(cert={"subject": ((("organizationName", "x"),),)}),
+])
+def test_everyone_else_is_401(authentication: authn.Authentication, given: authn.Credentials) -> None:
+    with pytest.raises(errors.Unauthorized, match=r"^Unauthorized$"):
+        authentication.authenticate(given)
+
+
+def test_attempts_are_counted_by_result(authentication: authn.Authentication) -> None:
+    authentication.authenticate(creds(token="s3cret"))
+    with pytest.raises(errors.Unauthorized):
+        authentication.authenticate(creds())
+    authentication.authenticate(creds("/healthz"))
+    attempts = authentication.metrics.attempts
+    assert attempts.labels("success")._value.get() == 1
+    assert attempts.labels("failure")._value.get() == 1
+
+
+def test_token_file_as_upstream_writes_it(tmp_path: Path) -> None:
+    (tmp_path / "t.csv").write_text('# comment\nabc,bob,uid-1,"g1,g2"\ndef,carol,uid-2\n')
+    loaded = authn.TokenFileAuthenticator.load(tmp_path / "t.csv")
+    assert loaded.users == {"abc": UserInfo("bob", ("g1", "g2")), "def": UserInfo("carol", ())}
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("abc,bob\n", "line 1: want token,user,uid"),
+    ("abc,bob,1\nabc,carol,2\n", "line 2: a token given twice"),
+])
+def test_bad_token_files_name_the_line(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "t.csv").write_text(text)
+    with pytest.raises(authn.AuthnConfigError, match=message):
+        authn.TokenFileAuthenticator.load(tmp_path / "t.csv")
+
+
+def test_a_missing_token_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(authn.AuthnConfigError, match=r"--token-auth-file .*nope\.csv"):
+        authn.TokenFileAuthenticator.load(tmp_path / "nope.csv")
+
+
+@pytest.mark.parametrize(("name", "label"), [("admin", "admin"), ("kubelet", "kubelet"), ("a@b.c", "email_id"),
+                                             ("system:node:worker-1", "other")])
+def test_username_label_is_bounded_as_upstream(name: str, label: str) -> None:
+    assert authn.username_label(name) == label
