@@ -53,7 +53,8 @@ async def test_watch_yields_events(apiserver: ApiServerProcess, ns: str) -> None
 
         async def first_two() -> list[str]:
             seen = []
-            async for ev in c.watch(CONFIGMAPS, ns, resource_version=rv):
+            # No bookmarks: the server's periodic one (every 10 s) could land between the two events.
+            async for ev in c.watch(CONFIGMAPS, ns, resource_version=rv, allow_bookmarks=False):
                 seen.append(ev.type)
                 if len(seen) == 2:
                     return seen
