@@ -24,6 +24,10 @@ options:
     description: Seconds between rounds.
     type: float
     default: 0.5
+  ca_file:
+    description: The CA that https URLs' certificates must chain to (the cluster CA); empty for the system's.
+    type: str
+    default: ""
 author: harness
 """
 
@@ -45,6 +49,7 @@ elapsed:
   type: float
 """
 
+import ssl  # noqa: E402
 import time  # noqa: E402
 import urllib.error  # noqa: E402
 import urllib.request  # noqa: E402
@@ -52,9 +57,9 @@ import urllib.request  # noqa: E402
 from ansible.module_utils.basic import AnsibleModule  # noqa: E402
 
 
-def probe(url: str) -> int | str:
+def probe(url: str, context: ssl.SSLContext | None = None) -> int | str:
     try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
+        with urllib.request.urlopen(url, timeout=3, context=context) as resp:
             return int(resp.status)
     except urllib.error.HTTPError as exc:
         return int(exc.code)
@@ -68,14 +73,16 @@ def main() -> None:
             "urls": {"type": "list", "elements": "str", "required": True},
             "timeout": {"type": "float", "default": 60.0},
             "interval": {"type": "float", "default": 0.5},
+            "ca_file": {"type": "str", "default": ""},
         },
         supports_check_mode=True,
     )
     urls: list[str] = module.params["urls"]
+    context = ssl.create_default_context(cafile=module.params["ca_file"] or None)
     started = time.monotonic()
     status: dict[str, int | str] = {}
     while True:
-        status.update({url: probe(url) for url in urls if status.get(url) != 200})
+        status.update({url: probe(url, context) for url in urls if status.get(url) != 200})
         elapsed = round(time.monotonic() - started, 2)
         if all(code == 200 for code in status.values()):
             module.exit_json(changed=False, status=status, elapsed=elapsed)

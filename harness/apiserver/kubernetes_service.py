@@ -77,7 +77,7 @@ class ApiServerEndpoints:
         config = server.config
         self.server = server
         self.cluster_ip = cluster_ip
-        self.port = config.port
+        self.port = config.advertised_port
         self.address = identity.advertised_address(config.advertise_address, config.bind_address)
         self.lease_name = lease_name(self.address, self.port)
         self.holder = f"kube-apiserver-{uuid.uuid4()}"

@@ -54,6 +54,11 @@ class Config:
     identity_lease_duration_seconds: int = 15
     identity_lease_renew_interval: float = 5.0
 
+    @property
+    def advertised_port(self) -> int:
+        """The port the `kubernetes` Service and Endpoints send clients to: the secure one when there is one."""
+        return self.secure_port or self.port
+
 
 @dataclass
 class ApiServer:

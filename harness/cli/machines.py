@@ -13,6 +13,7 @@ import contextlib
 import json
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import time
@@ -23,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from harness.client import kubeconfig
 from harness.cluster.bringup import BringUp, NodesNotReadyError, list_nodes
 from harness.cluster.local import LocalProvider, LocalProviderError
 from harness.cluster.pki import PKIError, expiring
@@ -33,7 +35,9 @@ from harness.util.x509 import X509Error
 INVENTORY = Path("inventory")
 DEFAULT_NAME = "local"
 SUPERVISORCTL = f"{Path(sys.executable).parent}/supervisorctl -c /etc/harness/supervisor/supervisord.conf"
-# What each program serves its health on (port, path), checked from this host at the node's IP.
+# What each program serves its health on (port, path), checked from this host at the node's IP; HTTPS ones are
+# checked against the cluster CA (their health paths answer anonymous requests, as upstream's).
+HTTPS_PROGRAMS = frozenset({"harness-apiserver"})
 HEALTH = {
     "harness-apiserver": (6443, "/readyz"),
     "harness-scheduler": (10259, "/healthz"),
@@ -189,12 +193,15 @@ def _programs(machines: LocalProvider, node: str) -> dict[str, str]:
     return {}
 
 
-def _health(ip: str, program: str) -> str:
+def _health(ip: str, program: str, ca_file: Path) -> str:
     if program not in HEALTH:
         return ""
     port, path = HEALTH[program]
+    secure = program in HTTPS_PROGRAMS
     try:
-        with urllib.request.urlopen(f"http://{ip}:{port}{path}", timeout=3) as resp:
+        context = ssl.create_default_context(cafile=str(ca_file)) if secure else None
+        with urllib.request.urlopen(f"{'https' if secure else 'http'}://{ip}:{port}{path}", timeout=3,
+                                    context=context) as resp:
             return "healthy" if resp.status == 200 else f"HTTP {resp.status}"
     except OSError as exc:
         return f"unhealthy ({getattr(exc, 'code', None) or getattr(exc, 'reason', exc)})"
@@ -209,7 +216,8 @@ def run_status(args: argparse.Namespace) -> int:
     with ThreadPoolExecutor(max_workers=8) as pool:
         programs = dict(zip(status, pool.map(lambda n: _programs(machines, n) if status[n]["alive"] else {},
                                              status), strict=True))
-        checks = {(n, p): pool.submit(_health, status[n]["ip"], p) for n in status for p in programs[n]}
+        ca_file = INVENTORY / args.name / "pki" / "ca.crt"
+        checks = {(n, p): pool.submit(_health, status[n]["ip"], p, ca_file) for n in status for p in programs[n]}
     healthy = True
     for name, s in status.items():
         state = "up" if s["alive"] and s["sshd"] else "running, sshd not answering" if s["alive"] else "down"
@@ -223,9 +231,11 @@ def run_status(args: argparse.Namespace) -> int:
             print(f"  {program:<28} {line:<40} {health}")
     healthy &= _prometheus_targets([s["ip"] for name, s in status.items() if "harness-prometheus" in programs[name]])
     _certificates(INVENTORY / args.name / "pki")
-    apiservers = [f"http://{s['ip']}:6443" for s in status.values() if s["role"] == "master"]
     try:
-        nodes = list_nodes(apiservers, timeout=3)
+        nodes = list_nodes(kubeconfig.load(INVENTORY / args.name / "kubeconfig"), timeout=3)
+    except kubeconfig.KubeConfigError as exc:
+        print(f"\nNodes: {exc} (`harness up --name {args.name}` writes it)")
+        return 1
     except OSError as exc:
         print(f"\nNodes: the apiserver does not answer ({exc})")
         return 1

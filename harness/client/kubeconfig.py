@@ -9,6 +9,7 @@ which kubectl ignores.
 from __future__ import annotations
 
 import os
+import ssl
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,17 @@ class KubeConfig:
     token: str = ""
     namespace: str = "default"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def ssl_context(cfg: KubeConfig) -> ssl.SSLContext | None:
+    """The TLS context a client of these credentials uses: the cluster CA to trust, the client certificate to show
+    (None for a plain-HTTP cluster without either)."""
+    if not (cfg.ca_file or cfg.cert_file):
+        return None
+    ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
+    if cfg.cert_file:
+        ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+    return ctx
 
 
 def render(cfg: KubeConfig) -> dict[str, Any]:

@@ -67,13 +67,7 @@ class Client:
         return self.servers[self._current]
 
     def _ssl(self) -> ssl.SSLContext | None:
-        cfg = self.config
-        if not (cfg.ca_file or cfg.cert_file):
-            return None
-        ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
-        if cfg.cert_file:
-            ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
-        return ctx
+        return kubeconfig.ssl_context(self.config)
 
     def _headers(self) -> dict[str, str]:
         headers = {"User-Agent": self.user_agent, "Accept": "application/json"}

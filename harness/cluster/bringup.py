@@ -19,6 +19,7 @@ import yaml
 
 from harness.api.nodes import ready_status
 from harness.client import kubeconfig
+from harness.client.kubeconfig import KubeConfig
 from harness.cluster import inventory, pki
 from harness.cluster.local import LocalProvider, NodeSpec
 from harness.cluster.provision import PlaybookRun, run_playbook
@@ -71,7 +72,7 @@ class BringUp:
         return [n for n in self.nodes if n.role == "worker"]
 
     def apiserver_urls(self) -> list[str]:
-        return [f"http://{m.ip}:{APISERVER_PORT}" for m in self.masters]
+        return [f"https://{m.ip}:{APISERVER_PORT}" for m in self.masters]
 
     def provider(self) -> LocalProvider:
         return LocalProvider(self.name, state_dir=self.home / "machines", network=str(self.spec.network),
@@ -105,14 +106,23 @@ class BringUp:
             machines = self.provider()
             machines.create(self.nodes, progress=progress)
             self.settings = self.remember_settings()
+            the_plan = self.pki_plan()
+            host_vars = {n.name: {"pki_files": [{"src": src, "dest": dest, "mode": f"{mode:04o}"}
+                                                for src, dest, mode in pki.files_for(the_plan, n)],
+                                  "kubeconfigs": pki.kubeconfigs_for(n)} for n in self.nodes}
             inventory.write_inventory(self.hosts, self.name, self.nodes, machines.key,
-                                      cluster_vars=self.spec.cluster_vars(), settings=self.settings)
+                                      cluster_vars={**self.spec.cluster_vars(),
+                                                    "pki_source": str(self.pki_dir.resolve())},
+                                      settings=self.settings, host_vars=host_vars)
+
+    def pki_plan(self) -> pki.Plan:
+        return pki.plan(self.nodes, service_cidr=str(self.spec.service_cidr))
 
     def make_pki(self, progress: Callable[[str], None]) -> pki.Changes:
         """The cluster's CAs and certificates in inventory/<name>/pki, made once and kept (reissued only where the
         machines changed or a certificate nears expiry)."""
         with self._phase("pki"):
-            changes = pki.ensure(self.pki_dir, pki.plan(self.nodes, service_cidr=str(self.spec.service_cidr)))
+            changes = pki.ensure(self.pki_dir, self.pki_plan())
         if changes:
             made = [*(f"CA {name}" for name in changes.cas), *changes.certs, *(["service-account key"] *
                                                                                changes.sa_key)]
@@ -128,12 +138,19 @@ class BringUp:
 
     def wait_nodes_ready(self, progress: Callable[[str], None], timeout: float = 180.0) -> list[NodeState]:
         with self._phase("nodes Ready"):
-            self.node_states = wait_nodes_ready(self.apiserver_urls(), [w.name for w in self.workers],
+            self.node_states = wait_nodes_ready(self.admin(), [w.name for w in self.workers],
                                                 timeout=timeout, progress=progress)
         return self.node_states
 
+    def admin(self) -> KubeConfig:
+        """The cluster admin's credentials (`kubernetes-admin` in system:masters), as `harness up` gives them."""
+        directory = self.pki_dir.resolve()
+        return KubeConfig(servers=self.apiserver_urls(), cluster=self.name, user="kubernetes-admin",
+                          ca_file=str(directory / "ca.crt"), cert_file=str(directory / "admin.crt"),
+                          key_file=str(directory / "admin.key"))
+
     def write_kubeconfig(self) -> Path:
-        kubeconfig.write(self.kubeconfig, kubeconfig.KubeConfig(servers=self.apiserver_urls(), cluster=self.name))
+        kubeconfig.write(self.kubeconfig, self.admin())
         return self.kubeconfig
 
     def _phase(self, name: str) -> _Phase:
@@ -160,19 +177,20 @@ def node_states(doc: Mapping[str, Any]) -> dict[str, NodeState]:
     return states
 
 
-def list_nodes(urls: list[str], timeout: float = 5.0) -> dict[str, NodeState]:
+def list_nodes(credentials: KubeConfig, timeout: float = 5.0) -> dict[str, NodeState]:
     """The Nodes as the first answering apiserver sees them."""
     last: Exception | None = None
-    for url in urls:
+    context = kubeconfig.ssl_context(credentials)
+    for url in credentials.servers:
         try:
-            with urllib.request.urlopen(f"{url}/api/v1/nodes", timeout=timeout) as resp:
+            with urllib.request.urlopen(f"{url}/api/v1/nodes", timeout=timeout, context=context) as resp:
                 return node_states(json.loads(resp.read()))
         except (OSError, urllib.error.URLError, ValueError) as exc:
             last = exc
-    raise OSError(f"no apiserver answered ({', '.join(urls)}): {last}")
+    raise OSError(f"no apiserver answered ({', '.join(credentials.servers)}): {last}")
 
 
-def wait_nodes_ready(urls: list[str], names: list[str], *, timeout: float, interval: float = 0.5,
+def wait_nodes_ready(credentials: KubeConfig, names: list[str], *, timeout: float, interval: float = 0.5,
                      progress: Callable[[str], None] = print) -> list[NodeState]:
     """Wait until every Node in `names` is Ready; return their states. Raises NodesNotReadyError on timeout."""
     deadline = time.monotonic() + timeout
@@ -181,7 +199,7 @@ def wait_nodes_ready(urls: list[str], names: list[str], *, timeout: float, inter
     error = ""
     while True:
         try:
-            seen = list_nodes(urls)
+            seen = list_nodes(credentials)
             error = ""
         except OSError as exc:
             error = str(exc)

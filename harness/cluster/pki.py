@@ -104,6 +104,11 @@ def plan(nodes: Iterable[NodeSpec], *, service_cidr: str, days: int = 365) -> Pl
         cert("scheduler", CA, "system:kube-scheduler"),
         cert("controller-manager", CA, "system:kube-controller-manager"),
         cert("kube-proxy", CA, "system:kube-proxy", orgs=("system:node-proxier",), machines=("workers",)),
+        # harness's own programs that upstream runs as pods with service accounts: cluster DNS, the masters'
+        # host-gw routes, and Prometheus, which scrapes the apiserver's /metrics
+        cert("dns", CA, "system:kube-dns"),
+        cert("pod-routes", CA, "system:harness-pod-routes"),
+        cert("prometheus", CA, "system:prometheus"),
     ]
     for m in masters:
         sans = (m.name, "localhost", m.ip, "127.0.0.1", "::1")
@@ -118,6 +123,20 @@ def plan(nodes: Iterable[NodeSpec], *, service_cidr: str, days: int = 365) -> Pl
                        sans=(w.name, w.ip), usages=(server,), machines=(w.name,))]
     return Plan(tuple(certs), ca_machines={CA: ("masters", "workers"), ETCD_CA: ("masters",),
                                            FRONT_PROXY_CA: ("masters",)})
+
+
+#: The kubeconfig each component reads on its machines (/etc/harness/<name>.conf), and the certificate in it (a file
+#: stem under /etc/harness/pki); the `common` role writes them from the inventory's `kubeconfigs`.
+KUBECONFIGS: dict[str, dict[str, str]] = {
+    "masters": {"admin": "admin", "scheduler": "scheduler", "controller-manager": "controller-manager",
+                "dns": "dns", "pod-routes": "pod-routes", "prometheus": "prometheus"},
+    "workers": {"kubelet": "kubelet-client", "kube-proxy": "kube-proxy"},
+}
+
+
+def kubeconfigs_for(node: NodeSpec) -> list[dict[str, str]]:
+    """The kubeconfigs a machine gets: [{name, cert}], cert being the stem of its files under /etc/harness/pki."""
+    return [{"name": name, "cert": cert} for name, cert in KUBECONFIGS[f"{node.role}s"].items()]
 
 
 # ---------------------------------------------------------------------------------------------- on disk
@@ -243,5 +262,6 @@ def expiring(directory: Path, *, within_days: float = WARN_DAYS, now: dt.datetim
     return [c for c in listing(directory) if c.description.days_left(now) <= within_days]
 
 
-__all__ = ["CA", "CA_NAMES", "ETCD_CA", "FRONT_PROXY_CA", "WARN_DAYS", "Cert", "Changes", "Listed", "PKIError",
-           "Plan", "apiserver_sans", "ensure", "expiring", "files_for", "kubernetes_service_ip", "listing", "plan"]
+__all__ = ["CA", "CA_NAMES", "ETCD_CA", "FRONT_PROXY_CA", "KUBECONFIGS", "WARN_DAYS", "Cert", "Changes", "Listed",
+           "PKIError", "Plan", "apiserver_sans", "ensure", "expiring", "files_for", "kubeconfigs_for",
+           "kubernetes_service_ip", "listing", "plan"]

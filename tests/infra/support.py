@@ -9,6 +9,7 @@ the same suites run against local namespace nodes and against Vagrant VMs: the a
 from __future__ import annotations
 
 import json
+import ssl
 import subprocess
 import sys
 import threading
@@ -25,6 +26,7 @@ import pytest
 import testinfra
 import yaml
 
+from harness.client import kubeconfig
 from tests.clusters import supervisor_states
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -105,7 +107,22 @@ class InfraCluster:
 
     @property
     def servers(self) -> list[str]:
-        return [f"http://{m.ip}:{APISERVER_PORT}" for m in self.masters]
+        return [f"https://{m.ip}:{APISERVER_PORT}" for m in self.masters]
+
+    @property
+    def kubeconfig(self) -> Path:
+        """The admin's kubeconfig `harness up` writes beside the inventory."""
+        return self.inventory.parent / "kubeconfig"
+
+    def tls(self) -> ssl.SSLContext | None:
+        """The admin's TLS context for a raw request to an apiserver (trusting the cluster CA, with the admin's
+        client certificate)."""
+        return kubeconfig.ssl_context(kubeconfig.load(self.kubeconfig))
+
+    @property
+    def ca_file(self) -> Path:
+        """The cluster CA's certificate, in the PKI the inventory names (`pki_source`)."""
+        return Path(self.cluster_vars["pki_source"]) / "ca.crt"
 
     @property
     def venv(self) -> str:
@@ -133,7 +150,7 @@ class InfraCluster:
 
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60,
                 server: str | None = None) -> subprocess.CompletedProcess[str]:
-        argv = [kubectl_binary(), "--server", server or self.servers[0], *args]
+        argv = [kubectl_binary(), "--kubeconfig", str(self.kubeconfig), "--server", server or self.servers[0], *args]
         return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
 
     def get(self, *args: str) -> dict[str, Any]:
@@ -150,7 +167,7 @@ class InfraCluster:
             pytest.fail(f"kubectl apply: {done.stderr.strip()}\n{manifest}")
 
     def api_get(self, path: str) -> dict[str, Any]:
-        with urllib.request.urlopen(self.servers[0] + path, timeout=10) as resp:
+        with urllib.request.urlopen(self.servers[0] + path, timeout=10, context=self.tls()) as resp:
             result: dict[str, Any] = json.loads(resp.read())
             return result
 
@@ -265,6 +282,7 @@ class ReadyWatch:
     def __init__(self, cluster: InfraCluster, namespace: str, selector: str) -> None:
         self.url = (f"{cluster.servers[0]}/api/v1/namespaces/{namespace}/pods?watch=1&labelSelector={selector}"
                     "&allowWatchBookmarks=false")
+        self.context = cluster.tls()
         self.ready: dict[str, bool] = {}
         self.fewest: int | None = None
         self.counting = False
@@ -284,7 +302,7 @@ class ReadyWatch:
         return sum(self.ready.values())
 
     def _run(self) -> None:
-        with suppress(OSError, ValueError), urllib.request.urlopen(self.url, timeout=300) as resp:
+        with suppress(OSError, ValueError), urllib.request.urlopen(self.url, timeout=300, context=self.context) as resp:
             self._started.set()
             for line in resp:
                 if self._stop.is_set():

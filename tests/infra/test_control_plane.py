@@ -4,6 +4,7 @@ scheduler and the controller-manager each hold their leader Lease; the cluster D
 from __future__ import annotations
 
 import datetime
+import ssl
 import urllib.request
 from typing import Any
 
@@ -22,7 +23,8 @@ MASTER_UDP = {53}
 
 def test_apiserver_is_ready(host: Any, cluster: InfraCluster) -> None:
     ip = cluster.machines[host.backend.get_hostname()].ip
-    with urllib.request.urlopen(f"http://{ip}:6443/readyz", timeout=5) as resp:
+    context = ssl.create_default_context(cafile=str(cluster.ca_file))
+    with urllib.request.urlopen(f"https://{ip}:6443/readyz", timeout=5, context=context) as resp:
         assert resp.status == 200 and resp.read().strip() == b"ok"
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import re
+import ssl
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -59,9 +60,10 @@ spec:
 """
 
 
-def http_get(url: str) -> str | None:
+def http_get(url: str, ca_file: Path | None = None) -> str | None:
+    context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     try:
-        with urllib.request.urlopen(url, timeout=3) as resp:
+        with urllib.request.urlopen(url, timeout=3, context=context) as resp:
             return resp.read().decode().strip()
     except OSError:
         return None
@@ -199,16 +201,20 @@ def test_three_masters_give_an_ha_control_plane_that_survives_an_apiserver(
     said = health.stdout + health.stderr  # etcdctl reports health on stderr
     assert health.returncode == 0 and said.count("is healthy") == 3, said
     # an apiserver on every master, all of them behind the `kubernetes` Service, every URL in the kubeconfigs
+    ca_file = cluster.home / "pki" / "ca.crt"
     for ip in masters:
-        assert http_get(f"http://{ip}:6443/readyz") == "ok"
-    servers = [f"http://{ip}:6443" for ip in masters]
+        assert http_get(f"https://{ip}:6443/readyz", ca_file) == "ok"
+    servers = [f"https://{ip}:6443" for ip in masters]
     kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
     assert kubeconfig["clusters"][0]["cluster"]["extensions"][0]["extension"]["servers"] == servers
-    on_node = yaml.safe_load(cluster.ssh("worker-1", "cat /etc/harness/kubeconfig").stdout)
+    on_node = yaml.safe_load(cluster.ssh("worker-1", "cat /etc/harness/kubelet.conf").stdout)
     assert on_node["clusters"][0]["cluster"]["extensions"][0]["extension"]["servers"] == servers
+    assert on_node["users"][0]["user"]["client-certificate"] == "/etc/harness/pki/kubelet-client.crt"
 
     def kubernetes_endpoints() -> list[str]:
-        ep = json.loads(cluster.kubectl("get", "endpoints", "kubernetes", "-o", "json").stdout)
+        got = cluster.kubectl("get", "endpoints", "kubernetes", "-o", "json")
+        assert got.returncode == 0, got.stderr
+        ep = json.loads(got.stdout)
         return sorted(a["ip"] for s in ep.get("subsets", []) for a in s.get("addresses", []))
 
     wait_until(lambda: kubernetes_endpoints() == sorted(masters), 30,
@@ -223,11 +229,13 @@ def test_three_masters_give_an_ha_control_plane_that_survives_an_apiserver(
     assert stopped.returncode == 0, stopped.stdout + stopped.stderr
     manifest = ("apiVersion: v1\nkind: Pod\nmetadata: {name: after-failover}\nspec:\n  containers:\n"
                 "  - {name: c, image: busybox, command: [sleep, '3600']}\n")
-    created = run(["kubectl", "--server", servers[1], "apply", "-f", "-"], stdin=manifest)
+    created = run(["kubectl", "--kubeconfig", str(cluster.kubeconfig), "--server", servers[1], "apply", "-f", "-"],
+                  stdin=manifest)
     assert created.returncode == 0, created.stderr
 
     def running() -> bool:
-        got = run(["kubectl", "--server", servers[2], "get", "pod", "after-failover", "-o", "json"])
+        got = run(["kubectl", "--kubeconfig", str(cluster.kubeconfig), "--server", servers[2], "get", "pod",
+                   "after-failover", "-o", "json"])
         return got.returncode == 0 and json.loads(got.stdout)["status"].get("phase") == "Running"
 
     wait_until(running, 60, lambda: "the pod made through master-2 did not run with master-1's apiserver down\n"

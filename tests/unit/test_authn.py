@@ -82,3 +82,11 @@ def test_a_missing_token_file_is_named(tmp_path: Path) -> None:
                                              ("system:node:worker-1", "other")])
 def test_username_label_is_bounded_as_upstream(name: str, label: str) -> None:
     assert authn.username_label(name) == label
+
+
+def test_the_kubernetes_service_points_at_the_secure_port_when_there_is_one() -> None:
+    from harness.apiserver.state import Config
+
+    assert Config(etcd_servers=[], port=6443).advertised_port == 6443
+    assert Config(etcd_servers=[], port=0, secure_port=6443).advertised_port == 6443
+    assert Config(etcd_servers=[], port=8080, secure_port=6443).advertised_port == 6443

@@ -50,6 +50,9 @@ def test_apiserver_certificate_names_every_way_clients_reach_it() -> None:
     ("scheduler", "CN=system:kube-scheduler", "CN=kubernetes", ("client",)),
     ("controller-manager", "CN=system:kube-controller-manager", "CN=kubernetes", ("client",)),
     ("kube-proxy", "CN=system:kube-proxy,O=system:node-proxier", "CN=kubernetes", ("client",)),
+    ("dns", "CN=system:kube-dns", "CN=kubernetes", ("client",)),
+    ("pod-routes", "CN=system:harness-pod-routes", "CN=kubernetes", ("client",)),
+    ("prometheus", "CN=system:prometheus", "CN=kubernetes", ("client",)),
     ("machines/master-1/etcd/server", "CN=master-1", "CN=etcd-ca", ("server", "client")),
     ("machines/master-1/etcd/peer", "CN=master-1", "CN=etcd-ca", ("server", "client")),
     ("machines/worker-1/kubelet-client", "CN=system:node:worker-1,O=system:nodes", "CN=kubernetes", ("client",)),
@@ -165,3 +168,10 @@ def test_keys_are_rsa_2048_by_default(tmp_path: Path) -> None:
     for name in ("ca.key", "apiserver.key", "sa.key"):
         key = x509.load_key(tmp_path / name)
         assert getattr(key, "key_size", None) == 2048, name
+
+
+@pytest.mark.parametrize("node", HA, ids=lambda n: n.name)
+def test_every_kubeconfig_s_certificate_is_placed_on_its_machine(node: NodeSpec) -> None:
+    placed = {dest for _, dest, _ in pki.files_for(pki.plan(HA, service_cidr="10.96.0.0/12"), node)}
+    for kc in pki.kubeconfigs_for(node):
+        assert {f"{kc['cert']}.crt", f"{kc['cert']}.key", "ca.crt"} <= placed, kc
