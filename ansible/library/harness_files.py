@@ -94,6 +94,14 @@ def write(path: str, data: bytes, mode: int, check: bool) -> bool:
     return True
 
 
+def target(base: str, dest: str) -> str:
+    """The file's path: `dest` under `base`, refused if it is absolute or leaves `base`."""
+    path = os.path.normpath(os.path.join(base, dest))
+    if not dest or os.path.isabs(dest) or not path.startswith(base + os.sep):
+        raise ValueError(f"{dest!r} is not a relative path under {base}")
+    return path
+
+
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
@@ -114,9 +122,12 @@ def main() -> None:
     changed = ensure_dir(base, dir_mode, check)
     for spec, content in zip(files, contents, strict=True):
         dest, mode = str(spec.get("dest") or ""), spec.get("mode")
-        path = os.path.normpath(os.path.join(base, dest))
-        if not dest or os.path.isabs(dest) or not path.startswith(base + os.sep) or not mode:
-            module.fail_json(msg=f"each file needs a relative dest under {base} and a mode, not {spec!r}")
+        try:
+            path = target(base, dest)
+        except ValueError as exc:
+            module.fail_json(msg=f"each file needs a relative dest under {base}: {exc}")
+        if not mode:
+            module.fail_json(msg=f"{dest}: no mode")
         changed |= ensure_dir(os.path.dirname(path), dir_mode, check)
         if write(path, content.encode(), int(str(mode), 8), check):
             written.append(path)

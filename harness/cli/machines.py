@@ -169,7 +169,7 @@ def run_down(args: argparse.Namespace) -> int:
     home = INVENTORY / args.name
     for generated in ("hosts.yml", "kubeconfig", "settings.yml"):
         (home / generated).unlink(missing_ok=True)
-    for directory in ("ansible", "pki"):  # the PKI goes with its cluster, as `kubeadm reset` removes it
+    for directory in ("ansible", "pki", "kubeconfigs"):  # the PKI goes with its cluster, as `kubeadm reset` removes it
         shutil.rmtree(home / directory, ignore_errors=True)
     with contextlib.suppress(OSError):  # something else may live there (e.g. the dev control plane's files)
         home.rmdir()

@@ -26,6 +26,8 @@ from harness.cluster.provision import PlaybookRun, run_playbook
 from harness.cluster.spec import ClusterSpec
 
 APISERVER_PORT = 6443
+#: Where the `common` role puts a machine's certificates (the roles' harness_pki_dir).
+MACHINE_PKI_DIR = "/etc/harness/pki"
 
 
 class NodesNotReadyError(Exception):
@@ -109,20 +111,29 @@ class BringUp:
             the_plan = self.pki_plan()
             host_vars = {n.name: {"pki_files": [{"src": src, "dest": dest, "mode": f"{mode:04o}"}
                                                 for src, dest, mode in pki.files_for(the_plan, n)],
-                                  "kubeconfigs": pki.kubeconfigs_for(n)} for n in self.nodes}
+                                  "kubeconfig_files": [{"src": f"{n.name}/{kc['name']}.conf",
+                                                        "dest": f"{kc['name']}.conf", "mode": "0600"}
+                                                       for kc in pki.kubeconfigs_for(n)]} for n in self.nodes}
             inventory.write_inventory(self.hosts, self.name, self.nodes, machines.key,
                                       cluster_vars={**self.spec.cluster_vars(),
-                                                    "pki_source": str(self.pki_dir.resolve())},
+                                                    "pki_source": str(self.pki_dir.resolve()),
+                                                    "kubeconfig_source": str(self.kubeconfigs_dir.resolve())},
                                       settings=self.settings, host_vars=host_vars)
 
     def pki_plan(self) -> pki.Plan:
         return pki.plan(self.nodes, service_cidr=str(self.spec.service_cidr))
 
+    @property
+    def kubeconfigs_dir(self) -> Path:
+        return self.home / "kubeconfigs"
+
     def make_pki(self, progress: Callable[[str], None]) -> pki.Changes:
         """The cluster's CAs and certificates in inventory/<name>/pki, made once and kept (reissued only where the
-        machines changed or a certificate nears expiry)."""
+        machines changed or a certificate nears expiry); and each machine's component kubeconfigs, which the
+        `common` role places, as kubeadm writes /etc/kubernetes/*.conf."""
         with self._phase("pki"):
             changes = pki.ensure(self.pki_dir, self.pki_plan())
+            self.write_component_kubeconfigs()
         if changes:
             made = [*(f"CA {name}" for name in changes.cas), *changes.certs, *(["service-account key"] *
                                                                                changes.sa_key)]
@@ -148,6 +159,17 @@ class BringUp:
         return KubeConfig(servers=self.apiserver_urls(), cluster=self.name, user="kubernetes-admin",
                           ca_file=str(directory / "ca.crt"), cert_file=str(directory / "admin.crt"),
                           key_file=str(directory / "admin.key"))
+
+    def write_component_kubeconfigs(self) -> None:
+        """inventory/<name>/kubeconfigs/<machine>/<component>.conf: every apiserver, the CA and the component's
+        certificate, at the paths the machine has them (/etc/harness/pki)."""
+        for node in self.nodes:
+            for kc in pki.kubeconfigs_for(node):
+                on_node = f"{MACHINE_PKI_DIR}/{kc['cert']}"
+                kubeconfig.write(self.kubeconfigs_dir / node.name / f"{kc['name']}.conf",
+                                 KubeConfig(servers=self.apiserver_urls(), cluster=self.name, user=kc["name"],
+                                            ca_file=f"{MACHINE_PKI_DIR}/ca.crt", cert_file=f"{on_node}.crt",
+                                            key_file=f"{on_node}.key"))
 
     def write_kubeconfig(self) -> Path:
         kubeconfig.write(self.kubeconfig, self.admin())

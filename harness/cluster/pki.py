@@ -129,7 +129,7 @@ def plan(nodes: Iterable[NodeSpec], *, service_cidr: str, days: int = 365) -> Pl
 #: stem under /etc/harness/pki); the `common` role writes them from the inventory's `kubeconfigs`.
 KUBECONFIGS: dict[str, dict[str, str]] = {
     "masters": {"admin": "admin", "scheduler": "scheduler", "controller-manager": "controller-manager",
-                "dns": "dns", "pod-routes": "pod-routes", "prometheus": "prometheus"},
+                "dns": "dns", "pod-routes": "pod-routes"},
     "workers": {"kubelet": "kubelet-client", "kube-proxy": "kube-proxy"},
 }
 

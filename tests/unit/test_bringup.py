@@ -3,6 +3,7 @@ readiness, `--set` settings, and the inventory's cluster variables."""
 
 from __future__ import annotations
 
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +11,8 @@ import pytest
 import yaml
 
 from harness.cli.machines import parse_settings
-from harness.cluster.bringup import node_states
+from harness.client import kubeconfig
+from harness.cluster.bringup import BringUp, node_states
 from harness.cluster.inventory import inventory
 from harness.cluster.local import NodeSpec
 from harness.cluster.provision import ProvisionError, TaskFailure, _message, _Progress
@@ -107,3 +109,20 @@ def test_event_ttl_takes_seconds_or_go_durations() -> None:
     for bad in ("", "1d", "h", "5 m", "-1"):
         with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
             duration(bad)
+
+
+def test_each_machine_gets_its_components_kubeconfigs_with_its_own_certificates(tmp_path: Path) -> None:
+    spec = load_spec(DEFAULT_SPEC_PATH)
+    cluster = BringUp("demo", spec, tmp_path / "inventory" / "demo")
+    cluster.write_component_kubeconfigs()
+    made = sorted(str(p.relative_to(cluster.kubeconfigs_dir)) for p in cluster.kubeconfigs_dir.rglob("*.conf"))
+    assert made == sorted([*(f"master-1/{c}.conf" for c in ("admin", "scheduler", "controller-manager", "dns",
+                                                             "pod-routes")),
+                           *(f"worker-{i}/{c}.conf" for i in (1, 2) for c in ("kubelet", "kube-proxy"))])
+    kubelet = kubeconfig.load(cluster.kubeconfigs_dir / "worker-2" / "kubelet.conf")
+    assert (kubelet.servers, kubelet.user) == (["https://192.168.56.10:6443"], "kubelet")
+    assert (kubelet.ca_file, kubelet.cert_file, kubelet.key_file) == (
+        "/etc/harness/pki/ca.crt", "/etc/harness/pki/kubelet-client.crt", "/etc/harness/pki/kubelet-client.key")
+    assert stat.S_IMODE((cluster.kubeconfigs_dir / "worker-2" / "kubelet.conf").stat().st_mode) == 0o600
+    admin = cluster.admin()
+    assert (admin.user, Path(admin.cert_file)) == ("kubernetes-admin", (cluster.pki_dir / "admin.crt").resolve())
