@@ -67,6 +67,7 @@ def bring_up(masters: int, workers: int, workdir: Path) -> dict[str, float]:
     try:
         started = time.monotonic()
         cluster.make_machines(quiet)
+        cluster.make_pki(quiet)
         cluster.provision(quiet)
         cluster.wait_nodes_ready(quiet)
         cluster.write_kubeconfig()
@@ -92,14 +93,15 @@ def main() -> int:
     if os.geteuid() != 0:
         print("bench/bringup.py needs root (it makes network namespaces)", file=sys.stderr)
         return 2
-    print(f"{'shape':<8} {'machines':>9} {'provision':>10} {'ready':>7} {'total':>7} {'re-run':>8} "
+    print(f"{'shape':<8} {'machines':>9} {'pki':>6} {'provision':>10} {'ready':>7} {'total':>7} {'re-run':>8} "
           f"{'down':>6} {'floor':>6} {'prov/floor':>10}")
     for shape in args.shapes.split(","):
         masters, workers = (int(n) for n in shape.split("x"))
         for _ in range(args.runs):
             with tempfile.TemporaryDirectory(prefix="harness-bringup-") as tmp:
                 f = bring_up(masters, workers, Path(tmp))
-            print(f"{shape:<8} {f['machines']:>8.1f}s {f['provision']:>9.1f}s {f['nodes Ready']:>6.1f}s "
+            print(f"{shape:<8} {f['machines']:>8.1f}s {f['pki']:>5.1f}s {f['provision']:>9.1f}s "
+                  f"{f['nodes Ready']:>6.1f}s "
                   f"{f['total']:>6.1f}s {f['re-run']:>7.1f}s {f['down']:>5.1f}s {f['ansible floor']:>5.1f}s "
                   f"{f['provision'] / f['ansible floor']:>9.1f}x   (re-run changes: {f['re-run changes']:.0f})",
                   flush=True)
