@@ -1,11 +1,21 @@
-"""Request bodies in, responses out: JSON or YAML, and the `as=Table` view kubectl asks for.
+"""Request bodies in, responses out: JSON, YAML or protobuf, and the `as=Table` view kubectl asks for.
 
 Decoding checks what Kubernetes checks before an object reaches the store: that the body
-is one JSON (or YAML) object and that its apiVersion and kind are the ones the URL serves.
+is one JSON (or YAML, or protobuf) object and that its apiVersion and kind are the ones the URL serves.
+
+Protobuf (`application/vnd.kubernetes.protobuf`, what kubectl's typed clients send) is read for every kind
+`harness.api.protobuf` has a message for, and written when the client lists it first in Accept and the
+response is such an object, a list of one, or a Status; anything else (Tables, discovery, watch streams) stays
+JSON. Responses built without a negotiated media type (`respond` without `media_type`, `error_response`) follow
+the request's Accept as well: the `negotiation` middleware remembers it for the request, and `read_body` does
+for the requests it reads.
 """
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,8 +23,10 @@ import orjson
 import yaml
 from aiohttp import web
 
-from harness.api import errors
+from harness.api import errors, protobuf
 from harness.api.registry import Kind
+
+log = logging.getLogger(__name__)
 
 JSON = "application/json"
 YAML = "application/yaml"
@@ -28,7 +40,7 @@ MAX_BODY = 3 * 1024 * 1024
 class Output:
     """How the client wants objects returned."""
 
-    media_type: str = JSON  # JSON or YAML
+    media_type: str = JSON  # JSON, YAML or PROTOBUF
     view: str = ""  # "", "Table" or "PartialObjectMetadata"
     include_object: str = "Metadata"  # for Table: None, Metadata or Object
 
@@ -51,19 +63,46 @@ def negotiate(accept: str, query: Any = None) -> Output:
         return Output()
     for part in accept.split(","):
         media, params = _params(part)
-        if media in ("application/json", "*/*", "application/*", "application/json-seq"):
+        if media in ("application/json", "*/*", "application/*", "application/json-seq", PROTOBUF):
             view = params.get("as", "")
             if view and params.get("g") != "meta.k8s.io":
                 continue
+            # Views (Table, PartialObjectMetadata) are served as JSON even when asked for as protobuf.
             if view in ("Table",):
                 return Output(JSON, "Table", include)
             if view in ("PartialObjectMetadata", "PartialObjectMetadataList"):
                 return Output(JSON, "PartialObjectMetadata")
             if not view:
-                return Output(JSON)
+                return Output(PROTOBUF if media == PROTOBUF else JSON)
         elif media in (YAML, "application/x-yaml", "text/yaml"):
             return Output(YAML)
-    raise errors.NotAcceptable(f"only the following media types are accepted: {JSON}, {YAML}")
+    raise errors.NotAcceptable(f"only the following media types are accepted: {JSON}, {YAML}, {PROTOBUF}")
+
+
+#: The Accept header of the request being served (None: not known), for responses built without a negotiated
+#: media type. Each aiohttp request runs in its own task, so this never leaks from one request to the next.
+_ACCEPT: ContextVar[str | None] = ContextVar("harness_codec_accept", default=None)
+
+
+def _prefers_protobuf(accept: str | None) -> bool:
+    """Whether the first media type the Accept header lists (the one we would serve) is protobuf, as a whole
+    object (a view such as `as=Table` is served as JSON)."""
+    if not accept:
+        return False
+    first = accept.split(",", 1)[0]
+    media, params = _params(first)
+    return media == PROTOBUF and not params.get("as")
+
+
+@web.middleware
+async def negotiation(request: web.Request,
+                      handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Remember the request's Accept header for `respond` and `error_response` (outermost middleware)."""
+    token = _ACCEPT.set(request.headers.get("Accept", ""))
+    try:
+        return await handler(request)
+    finally:
+        _ACCEPT.reset(token)
 
 
 def dumps(obj: Any, media_type: str = JSON) -> bytes:
@@ -72,9 +111,29 @@ def dumps(obj: Any, media_type: str = JSON) -> bytes:
     return orjson.dumps(obj)
 
 
-def respond(obj: Any, *, status: int = 200, media_type: str = JSON,
+def respond(obj: Any, *, status: int = 200, media_type: str | None = None,
             headers: dict[str, str] | None = None) -> web.Response:
+    """`obj` in `media_type`; without one, as protobuf when the request asked for protobuf first (and obj has a
+    message), else JSON. What protobuf cannot carry is sent as JSON."""
+    if media_type is None:
+        media_type = PROTOBUF if _prefers_protobuf(_ACCEPT.get()) else JSON
+    if media_type == PROTOBUF:
+        body = _protobuf_body(obj)
+        if body is not None:
+            return web.Response(body=body, status=status, content_type=PROTOBUF, headers=headers)
+        media_type = JSON
     return web.Response(body=dumps(obj, media_type), status=status, content_type=media_type, headers=headers)
+
+
+def _protobuf_body(obj: Any) -> bytes | None:
+    if not protobuf.can_encode(obj):
+        return None
+    try:
+        return protobuf.encode(obj)
+    except protobuf.ProtobufError as exc:
+        log.warning("answering in JSON: %s %s cannot be encoded as protobuf: %s", obj.get("apiVersion"),
+                    obj.get("kind"), exc)
+        return None
 
 
 def error_response(err: errors.ApiError) -> web.Response:
@@ -83,7 +142,9 @@ def error_response(err: errors.ApiError) -> web.Response:
 
 
 async def read_body(request: web.Request) -> bytes:
-    """The raw body, refused with 413 before reading when it is over MAX_BODY."""
+    """The raw body, refused with 413 before reading when it is over MAX_BODY. (Remembers the request's Accept
+    for the response, see `respond`.)"""
+    _ACCEPT.set(request.headers.get("Accept", ""))
     length = request.content_length
     if length is not None and length > MAX_BODY:
         raise errors.RequestEntityTooLarge(f"the request body is too large: {length} bytes, the limit is "
@@ -101,26 +162,29 @@ async def read_body(request: web.Request) -> bytes:
     return b"".join(chunks)
 
 
+def _media_type(content_type: str) -> str:
+    return content_type.split(";")[0].strip().lower()
+
+
 def decode_document(body: bytes, content_type: str, *, what: str) -> Any:
-    """Parse a JSON or YAML body (400 with the parser's complaint if it is neither)."""
+    """Parse a JSON, YAML or protobuf body (400 with the parser's complaint if it is none of them). A protobuf
+    body is of the type its envelope names, or of the kind `what` when it names none."""
+    media = _media_type(content_type)
+    if media == PROTOBUF:
+        if not body:
+            raise errors.BadRequest(f"the body of the request was empty; expected {what}")
+        known = protobuf.kinds.by_kind_name().get(what)
+        return protobuf.decode(body, api_version=known[0] if known else "", kind=what)
     if not body.strip():
         raise errors.BadRequest(f"the body of the request was empty; expected {what}")
-    media = content_type.split(";")[0].strip().lower()
     if media in (YAML, "application/x-yaml", "text/yaml"):
         try:
             return yaml.safe_load(body)
         except yaml.YAMLError as exc:
             raise errors.BadRequest(f"the object provided is not valid YAML: {exc}") from None
-    if media == PROTOBUF:
-        # kubectl's generator commands (create namespace/configmap/deployment, run, expose) send
-        # protobuf bodies; manifests sent with apply/create -f are JSON.
-        raise errors.UnsupportedMediaType(
-            f"harness accepts {JSON} and {YAML} request bodies, not protobuf: kubectl sends protobuf for "
-            f"generator commands such as `kubectl create namespace` or `kubectl run`; write the object as a "
-            f"manifest and use `kubectl apply -f FILE` (or `kubectl create -f FILE`) instead")
     if media not in ("", JSON, "*/*"):
         raise errors.UnsupportedMediaType(f'the body of the request was in an unknown format - accepted media '
-                                          f'types include: {JSON}, {YAML}; got "{media}"')
+                                          f'types include: {JSON}, {YAML}, {PROTOBUF}; got "{media}"')
     try:
         return orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -128,24 +192,48 @@ def decode_document(body: bytes, content_type: str, *, what: str) -> Any:
                                 f"version/kind; json parse error: {exc}") from None
 
 
+def _check_type(api_version: Any, obj_kind: Any, want_version: str, want_kind: str) -> bool:
+    """Whether the body's apiVersion and kind must be filled in (both absent); 400 if they are not the URL's."""
+    if api_version is None and obj_kind is None:
+        return True
+    if api_version != want_version:
+        raise errors.BadRequest(f"the API version in the data ({api_version}) does not match the expected API "
+                                f"version ({want_version})")
+    if obj_kind != want_kind:
+        raise errors.BadRequest(f"the kind in the data ({obj_kind}) does not match the expected kind "
+                                f"({want_kind})")
+    return False
+
+
+def _decode_protobuf_object(body: bytes, want_version: str, want_kind: str) -> dict[str, Any]:
+    """A protobuf body as the object the URL serves: the envelope's type is checked before its bytes are read."""
+    if not body:
+        raise errors.BadRequest(f"the body of the request was empty; expected {want_kind}")
+    envelope = protobuf.unwrap(body)
+    protobuf.check_envelope(envelope)
+    _check_type(envelope.api_version or None, envelope.kind or None, want_version, want_kind)
+    msg = protobuf.message_for(want_version, want_kind)
+    if msg is None:
+        raise errors.UnsupportedMediaType(f"{want_version} {want_kind} cannot be sent as {PROTOBUF}; send "
+                                          f"{JSON} or {YAML}")
+    obj: dict[str, Any] = {"apiVersion": want_version, "kind": want_kind}
+    obj.update(protobuf.decode_raw(msg, envelope.raw))
+    return obj
+
+
 def decode_object(body: bytes, content_type: str, kind: Kind, *, expect_kind: str = "",
                   expect_api_version: str = "") -> dict[str, Any]:
     """A request body as an object of the kind the URL serves (400 if it is anything else)."""
     want_kind = expect_kind or kind.kind
     want_version = expect_api_version or kind.api_version
+    if _media_type(content_type) == PROTOBUF:
+        return _decode_protobuf_object(body, want_version, want_kind)
     obj = decode_document(body, content_type, what=want_kind)
     if not isinstance(obj, dict):
         raise errors.BadRequest(f"the object provided is unrecognized (must be of type {want_kind}): "
                                 f"expected a JSON object, got {type(obj).__name__}")
-    api_version, obj_kind = obj.get("apiVersion"), obj.get("kind")
-    if api_version is None and obj_kind is None:
+    if _check_type(obj.get("apiVersion"), obj.get("kind"), want_version, want_kind):
         obj["apiVersion"], obj["kind"] = want_version, want_kind
-    elif api_version != want_version:
-        raise errors.BadRequest(f"the API version in the data ({api_version}) does not match the expected API "
-                                f"version ({want_version})")
-    elif obj_kind != want_kind:
-        raise errors.BadRequest(f"the kind in the data ({obj_kind}) does not match the expected kind "
-                                f"({want_kind})")
     md = obj.get("metadata")
     if md is not None and not isinstance(md, dict):
         raise errors.BadRequest(f"the object provided is unrecognized (must be of type {want_kind}): metadata "

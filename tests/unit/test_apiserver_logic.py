@@ -72,16 +72,17 @@ def test_continue_token_round_trips_and_rejects_garbage() -> None:
     ("application/json;as=Table;v=v1;g=meta.k8s.io,application/json", "Table", codec.JSON),
     ("application/json;as=PartialObjectMetadataList;v=v1;g=meta.k8s.io", "PartialObjectMetadata", codec.JSON),
     ("application/yaml", "", codec.YAML),
-    ("application/vnd.kubernetes.protobuf,*/*", "", codec.JSON),
+    ("application/vnd.kubernetes.protobuf,*/*", "", codec.PROTOBUF),
 ])
 def test_negotiate_picks_the_first_acceptable_view(accept: str, view: str, media: str) -> None:
     out = codec.negotiate(accept)
     assert (out.view, out.media_type) == (view, media)
 
 
-def test_negotiate_refuses_protobuf_only() -> None:
+def test_negotiate_serves_protobuf_when_asked_first() -> None:
+    assert codec.negotiate("application/vnd.kubernetes.protobuf").media_type == codec.PROTOBUF
     with pytest.raises(errors.NotAcceptable):
-        codec.negotiate("application/vnd.kubernetes.protobuf")
+        codec.negotiate("text/html")
 
 
 def test_decode_object_checks_kind_and_version_against_the_url() -> None:
