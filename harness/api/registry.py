@@ -33,6 +33,13 @@ class Kind:
     model: str = ""
     #: Whether spec changes bump metadata.generation (workloads and pods, as upstream).
     tracks_generation: bool = False
+    #: The verbs served. A kind that only takes `create` (TokenReview, SubjectAccessReview, ...) is a question put
+    #: to the apiserver: it is answered, never stored or watched.
+    verbs: tuple[str, ...] = ALL_VERBS
+
+    @property
+    def stored(self) -> bool:
+        return "get" in self.verbs
 
     @property
     def singular(self) -> str:
@@ -124,7 +131,19 @@ KINDS: tuple[Kind, ...] = (
     _k("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
     _k("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
     _k("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    # authentication.k8s.io/v1 and authorization.k8s.io/v1: questions, answered in the response's status
+    _k("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False, verbs=("create",)),
+    _k("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False, verbs=("create",)),
+    _k("authorization.k8s.io", "v1", "SubjectAccessReview", "subjectaccessreviews", False, verbs=("create",)),
+    _k("authorization.k8s.io", "v1", "SelfSubjectAccessReview", "selfsubjectaccessreviews", False,
+       verbs=("create",)),
+    _k("authorization.k8s.io", "v1", "LocalSubjectAccessReview", "localsubjectaccessreviews", verbs=("create",)),
+    _k("authorization.k8s.io", "v1", "SelfSubjectRulesReview", "selfsubjectrulesreviews", False,
+       verbs=("create",)),
 )
+
+#: The kinds kept in etcd, watched and listed: every kind but the create-only questions.
+STORED_KINDS: tuple[Kind, ...] = tuple(k for k in KINDS if k.stored)
 
 _BY_PATH: dict[tuple[str, str, str], Kind] = {(k.group, k.version, k.plural): k for k in KINDS}
 _BY_KIND: dict[tuple[str, str], Kind] = {(k.api_version, k.kind): k for k in KINDS}

@@ -1,8 +1,7 @@
 """The request chain every API call passes after authentication (`authn.py`): authorization, admission.
 
-Today authorization allows everyone (RBAC and the Node authorizer come with the security work), but every request
-already goes through `Chain`, so they slot in without touching the handlers. Admission plugins are found through one
-table, `PLUGINS`, and run in the order the apiserver is configured with.
+The authorizer is the union `authz.build` makes from `--authorization-mode` (harness.auth decides). Admission
+plugins are found through one table, `PLUGINS`, and run in the order the apiserver is configured with.
 """
 
 from __future__ import annotations
@@ -12,25 +11,8 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from harness.api import errors
-
-
-@dataclass(frozen=True)
-class UserInfo:
-    name: str
-    groups: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class RequestInfo:
-    """What a request asks for, parsed from its path, method and query."""
-
-    verb: str  # get list watch create update patch delete deletecollection
-    group: str = ""
-    version: str = ""
-    resource: str = ""
-    subresource: str = ""
-    namespace: str = ""
-    name: str = ""
+from harness.auth.authorizer import AlwaysAllow, Authorizer, RequestInfo, check
+from harness.auth.user import UserInfo
 
 
 @dataclass
@@ -48,15 +30,6 @@ class Attributes:
     user: UserInfo
     dry_run: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
-
-
-class Authorizer(Protocol):
-    def authorize(self, user: UserInfo, info: RequestInfo) -> bool: ...
-
-
-class AllowAllAuthorizer:
-    def authorize(self, user: UserInfo, info: RequestInfo) -> bool:
-        return True
 
 
 NamespaceLookup = Callable[[str], Awaitable[dict[str, Any] | None]]
@@ -138,8 +111,26 @@ PluginFactory = Callable[["PluginContext"], Plugin]
 @dataclass(frozen=True)
 class PluginContext:
     namespace_lookup: NamespaceLookup
+    #: (namespace, name) -> the ServiceAccount, or None.
+    service_account_lookup: Callable[[str, str], Awaitable[dict[str, Any] | None]] | None = None
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
+
+
+# Plugins with modules of their own import this one (Attributes), so they are imported when asked for.
+def _service_account(ctx: PluginContext) -> Plugin:
+    from harness.apiserver.admission_serviceaccount import ServiceAccount
+
+    async def nothing(namespace: str, name: str) -> dict[str, Any] | None:
+        return None
+
+    return ServiceAccount(ctx.service_account_lookup or nothing)
+
+
+def _node_restriction() -> Plugin:
+    from harness.apiserver.admission_noderestriction import NodeRestriction
+
+    return NodeRestriction()
 
 
 PLUGINS: dict[str, PluginFactory] = {
@@ -147,6 +138,8 @@ PLUGINS: dict[str, PluginFactory] = {
     "DefaultTolerationSeconds": lambda ctx: DefaultTolerationSeconds(
         not_ready_seconds=ctx.default_not_ready_toleration_seconds,
         unreachable_seconds=ctx.default_unreachable_toleration_seconds),
+    "ServiceAccount": _service_account,
+    "NodeRestriction": lambda ctx: _node_restriction(),
 }
 
 DEFAULT_PLUGINS = ("NamespaceLifecycle", "DefaultTolerationSeconds")
@@ -160,19 +153,15 @@ class Chain:
         self.plugins = plugins
 
     @classmethod
-    def build(cls, names: tuple[str, ...], ctx: PluginContext) -> Chain:
+    def build(cls, names: tuple[str, ...], ctx: PluginContext, authorizer: Authorizer | None = None) -> Chain:
         unknown = [n for n in names if n not in PLUGINS]
         if unknown:
             raise ValueError(f"unknown admission plugin(s) {unknown}; known: {sorted(PLUGINS)}")
-        return cls(authorizer=AllowAllAuthorizer(), plugins=[PLUGINS[n](ctx) for n in names])
+        return cls(authorizer=authorizer or AlwaysAllow(), plugins=[PLUGINS[n](ctx) for n in names])
 
     def authorize(self, user: UserInfo, info: RequestInfo) -> None:
-        if not self.authorizer.authorize(user, info):
-            what = f"{info.resource}/{info.subresource}" if info.subresource else info.resource
-            scope = f' in the namespace "{info.namespace}"' if info.namespace else " at the cluster scope"
-            raise errors.Forbidden(f'{what} is forbidden: User "{user.name}" cannot {info.verb} resource '
-                                   f'"{what}" in API group "{info.group}"{scope}', kind=info.resource,
-                                   name=info.name)
+        """Raise upstream's 403 unless the request is allowed."""
+        check(self.authorizer, user, info)
 
     async def admit(self, attrs: Attributes) -> None:
         for plugin in self.plugins:

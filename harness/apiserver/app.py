@@ -18,14 +18,26 @@ from typing import Any
 from aiohttp import web
 
 from harness.api import errors, registry, validation
-from harness.apiserver import authn, codec, discovery, handlers, openapi, subresources
-from harness.apiserver.admission import Chain, PluginContext, UserInfo
+from harness.apiserver import (
+    authn,
+    authz,
+    codec,
+    discovery,
+    handlers,
+    impersonation,
+    openapi,
+    subresources,
+    tokenrequest,
+)
+from harness.apiserver.admission import Chain, PluginContext
 from harness.apiserver.allocators import IPRange, PortRange, ServiceAllocations
 from harness.apiserver.genericregistry import Store, StoreOptions
 from harness.apiserver.kubernetes_service import ApiServerEndpoints
 from harness.apiserver.metrics import Metrics
 from harness.apiserver.state import STATE, ApiServer, Config
 from harness.apiserver.watchcache import WatchCache
+from harness.auth.authorizer import RequestInfo, check
+from harness.auth.user import UserInfo
 from harness.storage.backend import Backend, StorageError, Unavailable
 
 log = logging.getLogger(__name__)
@@ -48,9 +60,24 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
         if server.authentication is None:
             raise errors.InternalError("no authentication is configured for the secure port")
         creds = authn.Credentials(request.headers, transport.get_extra_info("peercert"), request.path)
-        request[authn.USER] = server.authentication.authenticate(creds)
+        user = server.authentication.authenticate(creds)
     else:
-        request[authn.USER] = authn.INSECURE_PORT_USER
+        user = authn.INSECURE_PORT_USER
+    if impersonation.requested(request.headers):
+        user = impersonation.impersonate(user, request.headers, server.authorization.authorizer)
+    request[authn.USER] = user
+    return await handler(request)
+
+
+@web.middleware
+async def authorize_paths(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Requests for paths that are not resources (/api, /healthz, /metrics, /openapi/v2) are authorized here by
+    path and verb; resource requests are authorized by `handlers.handle_resource` once their path is parsed."""
+    route = request.match_info.route
+    if getattr(route, "handler", None) is not handlers.handle_resource:
+        verb = "get" if request.method == "HEAD" else request.method.lower()
+        info = RequestInfo(verb, resource_request=False, path=request.path)
+        check(request.app[STATE].authorization.authorizer, request[authn.USER], info)
     return await handler(request)
 
 
@@ -178,6 +205,17 @@ async def openapi_v3_doc(request: web.Request) -> web.Response:
 # -- background ----------------------------------------------------------------------------
 
 
+async def _service_account_lookup(server: ApiServer, namespace: str, name: str) -> dict[str, Any] | None:
+    kind = registry.by_path("", "v1", "serviceaccounts")
+    cached = server.caches[kind].objects.get(kind.key(namespace, name))
+    if cached is not None:
+        return cached
+    try:
+        return await server.stores[kind].get(namespace, name)
+    except errors.NotFound:
+        return None
+
+
 async def _namespace_lookup(server: ApiServer, name: str) -> dict[str, Any] | None:
     kind = registry.by_path("", "v1", "namespaces")
     cached = server.caches[kind].objects.get(kind.key(None, name))
@@ -221,12 +259,16 @@ async def _compactor(server: ApiServer) -> None:
             log.warning("compaction failed: %s", exc)
 
 
-def store_options(config: Config, allocations: ServiceAllocations) -> dict[registry.Kind, StoreOptions]:
-    """The stores set up beyond their kind: Services hold cluster IPs and node ports, Events expire."""
+def store_options(config: Config, allocations: ServiceAllocations,
+                  escalation: authz.EscalationCheck) -> dict[registry.Kind, StoreOptions]:
+    """The stores set up beyond their kind: Services hold cluster IPs and node ports, Events expire, roles and
+    bindings grant no more than their writer holds."""
     services = StoreOptions(lifecycle=allocations,
                             validation_options=validation.Options(node_port_range=allocations.port_range.bounds()))
+    rbac_kinds = (authz.ROLES, authz.CLUSTER_ROLES, authz.ROLE_BINDINGS, authz.CLUSTER_ROLE_BINDINGS)
     return {registry.by_path("", "v1", "services"): services,
-            registry.by_path("", "v1", "events"): StoreOptions(ttl=config.event_ttl)}
+            registry.by_path("", "v1", "events"): StoreOptions(ttl=config.event_ttl),
+            **{kind: StoreOptions(write_guard=escalation) for kind in rbac_kinds}}
 
 
 async def _repair(allocations: ServiceAllocations, interval: float) -> None:
@@ -247,19 +289,25 @@ def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[
         server = app[STATE]
         server.backend = await make_backend()
         ctx = PluginContext(namespace_lookup=lambda name: _namespace_lookup(server, name),
+                            service_account_lookup=lambda ns, name: _service_account_lookup(server, ns, name),
                             default_not_ready_toleration_seconds=server.config.default_not_ready_toleration_seconds,
                             default_unreachable_toleration_seconds=server.config.default_unreachable_toleration_seconds)
-        server.chain = Chain.build(server.config.admission_plugins, ctx)
+        server.authorization = authz.build(server.config.authorization_mode, server.caches)
+        server.chain = Chain.build(server.config.admission_plugins, ctx, server.authorization.authorizer)
         allocations = ServiceAllocations(server.backend, IPRange(server.config.service_cluster_ip_range),
                                          PortRange(server.config.service_node_port_range))
-        options = store_options(server.config, allocations)
-        for kind in registry.KINDS:
+        escalation = authz.EscalationCheck(server.authorization, authz.CachePolicy(server.caches))
+        options = store_options(server.config, allocations, escalation)
+        for kind in registry.STORED_KINDS:
             cache = WatchCache(kind, server.backend)
             server.caches[kind] = cache
             server.stores[kind] = Store(kind, server.backend, cache, server.chain,
                                         options=options.get(kind, StoreOptions()))
         await asyncio.gather(*(c.start() for c in server.caches.values()))
         await ensure_system_namespaces(server)
+        if "RBAC" in server.config.authorization_mode:
+            written = await authz.reconcile_bootstrap_policy(server.stores, server.caches, _SYSTEM_USER)
+            log.info("bootstrap policy: %d roles and bindings written", written)
         endpoints = ApiServerEndpoints(server, allocations.ip_range.first())
         try:
             await endpoints.tick()
@@ -270,7 +318,7 @@ def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[
                  asyncio.create_task(_repair(allocations, server.config.allocation_repair_interval),
                                      name="allocation-repair"),
                  asyncio.create_task(endpoints.run(), name="kubernetes-endpoints")]
-        log.info("apiserver ready: %d kinds, etcd %s", len(registry.KINDS), server.config.etcd_servers)
+        log.info("apiserver ready: %d kinds, etcd %s", len(registry.STORED_KINDS), server.config.etcd_servers)
         yield
         for t in tasks:
             t.cancel()
@@ -291,12 +339,15 @@ async def _end_watches(app: web.Application) -> None:
 
 
 def build_app(config: Config, make_backend: Callable[[], Awaitable[Backend]]) -> web.Application:
-    app = web.Application(middlewares=[observe, authenticate], client_max_size=codec.MAX_BODY)
+    app = web.Application(middlewares=[codec.negotiation, observe, authenticate, authorize_paths],
+                          client_max_size=codec.MAX_BODY)
     metrics = Metrics()
-    authentication = (authn.build(client_ca_file=config.client_ca_file, token_auth_file=config.token_auth_file,
-                                  registry=metrics.registry) if config.secure_port else None)
-    server = ApiServer(config=config, backend=None, chain=None, metrics=metrics,  # type: ignore[arg-type]
-                       authentication=authentication)
+    server = ApiServer(config=config, backend=None, chain=None, metrics=metrics)  # type: ignore[arg-type]
+    if config.secure_port:
+        server.authentication = authn.build(client_ca_file=config.client_ca_file,
+                                            token_auth_file=config.token_auth_file, registry=metrics.registry,
+                                            service_accounts=tokenrequest.checker_from(config, server.caches))
+    server.token_issuer = tokenrequest.issuer_from(config)
     app[STATE] = server
     app.cleanup_ctx.append(backend_context(make_backend))
     app.cleanup_ctx.append(subresources.kubelet_client)

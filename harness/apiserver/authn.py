@@ -19,24 +19,26 @@ from __future__ import annotations
 
 import csv
 import hmac
+import logging
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from harness.api import errors
-from harness.apiserver.admission import UserInfo
+from harness.auth import serviceaccount
+from harness.auth.user import ANONYMOUS_NAME, AUTHENTICATED, MASTERS, UNAUTHENTICATED, UserInfo
 
-AUTHENTICATED = "system:authenticated"
-UNAUTHENTICATED = "system:unauthenticated"
-ANONYMOUS = UserInfo("system:anonymous", (UNAUTHENTICATED,))
+log = logging.getLogger(__name__)
+
+ANONYMOUS = UserInfo(ANONYMOUS_NAME, (UNAUTHENTICATED,))
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 #: Who a request on the plain-HTTP port is: the cluster admin, as on upstream's removed insecure port.
-INSECURE_PORT_USER = UserInfo("system:admin", ("system:masters", AUTHENTICATED))
+INSECURE_PORT_USER = UserInfo("system:admin", (MASTERS, AUTHENTICATED))
 #: The request's user, set by the apiserver's authentication middleware before any handler runs.
 USER = web.RequestKey("harness_user", UserInfo)
 
@@ -59,6 +61,13 @@ class Authenticator(Protocol):
     name: str
 
     def authenticate(self, creds: Credentials) -> UserInfo | None: ...
+
+
+@runtime_checkable
+class TokenAuthenticator(Protocol):
+    """An authenticator of bearer tokens, which TokenReview asks too."""
+
+    def authenticate_token(self, token: str) -> UserInfo | None: ...
 
 
 class X509Authenticator:
@@ -104,17 +113,42 @@ class TokenFileAuthenticator:
             groups = tuple(g.strip() for g in row[3].split(",") if g.strip()) if len(row) > 3 else ()
             if row[0] in users:
                 raise AuthnConfigError(f"--token-auth-file {path}, line {number}: a token given twice")
-            users[row[0]] = UserInfo(row[1], groups)
+            users[row[0]] = UserInfo(row[1], groups, uid=row[2])
         return cls(users)
+
+    def authenticate(self, creds: Credentials) -> UserInfo | None:
+        token = bearer_token(creds.headers)
+        return None if token is None else self.authenticate_token(token)
+
+    def authenticate_token(self, token: str) -> UserInfo | None:
+        for known, user in self.users.items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                return user
+        return None
+
+
+class ServiceAccountTokens:
+    """Bound service-account JWTs (harness.auth.serviceaccount checks them): a token that is ours but not valid is
+    401, and the reason goes to the log only, as upstream keeps it from clients."""
+
+    name = "serviceaccount"
+
+    def __init__(self, checker: serviceaccount.TokenAuthenticator) -> None:
+        self.checker = checker
 
     def authenticate(self, creds: Credentials) -> UserInfo | None:
         token = bearer_token(creds.headers)
         if token is None:
             return None
-        for known, user in self.users.items():
-            if hmac.compare_digest(known.encode(), token.encode()):
-                return user
-        return None
+        try:
+            return self.authenticate_token(token)
+        except serviceaccount.TokenError as exc:
+            log.info("service account token refused: %s", exc)
+            raise errors.Unauthorized("Unauthorized") from None
+
+    def authenticate_token(self, token: str) -> UserInfo | None:
+        """The token's user; None when it is not a token of ours; TokenError when it is ours but not valid."""
+        return self.checker.authenticate_token(token)
 
 
 def bearer_token(headers: Mapping[str, str]) -> str | None:
@@ -154,6 +188,18 @@ class Authentication:
         self.authenticators = authenticators
         self.metrics = metrics
 
+    def authenticate_token(self, token: str) -> tuple[UserInfo | None, str]:
+        """Who a bearer token is, for TokenReview: (user, "") or (None, why not)."""
+        for authenticator in self.authenticators:
+            if isinstance(authenticator, TokenAuthenticator):
+                try:
+                    user = authenticator.authenticate_token(token)
+                except serviceaccount.TokenError as exc:
+                    return None, f"[invalid bearer token, {exc}]"
+                if user is not None:
+                    return _with_authenticated(user), ""
+        return None, ""
+
     def authenticate(self, creds: Credentials) -> UserInfo:
         started = time.perf_counter()
         result = "failure"
@@ -163,8 +209,7 @@ class Authentication:
                 if user is not None:
                     result = "success"
                     self.metrics.users.labels(username_label(user.name)).inc()
-                    groups = user.groups if AUTHENTICATED in user.groups else (*user.groups, AUTHENTICATED)
-                    return UserInfo(user.name, groups)
+                    return _with_authenticated(user)
             if is_public(creds.path) and bearer_token(creds.headers) is None:
                 result = "anonymous"
                 return ANONYMOUS
@@ -181,13 +226,22 @@ class Authentication:
                 self.metrics.duration.labels(result).observe(time.perf_counter() - started)
 
 
-def build(*, client_ca_file: str, token_auth_file: str, registry: CollectorRegistry) -> Authentication:
-    """The secure port's authentication from the apiserver's flags."""
+def _with_authenticated(user: UserInfo) -> UserInfo:
+    if AUTHENTICATED in user.groups:
+        return user
+    return UserInfo(user.name, (*user.groups, AUTHENTICATED), user.uid, user.extra)
+
+
+def build(*, client_ca_file: str, token_auth_file: str, registry: CollectorRegistry,
+          service_accounts: serviceaccount.TokenAuthenticator | None = None) -> Authentication:
+    """The secure port's authentication from the apiserver's flags, in upstream's order."""
     authenticators: list[Authenticator] = []
     if client_ca_file:
         authenticators.append(X509Authenticator())
     if token_auth_file:
         authenticators.append(TokenFileAuthenticator.load(Path(token_auth_file)))
+    if service_accounts is not None:
+        authenticators.append(ServiceAccountTokens(service_accounts))
     return Authentication(authenticators, AuthnMetrics(registry))
 
 
@@ -203,6 +257,8 @@ __all__ = [
     "AuthnConfigError",
     "AuthnMetrics",
     "Credentials",
+    "ServiceAccountTokens",
+    "TokenAuthenticator",
     "TokenFileAuthenticator",
     "X509Authenticator",
     "bearer_token",

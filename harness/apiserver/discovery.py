@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from harness.api import errors
-from harness.api.registry import ALL_VERBS, Kind, group_versions, kinds_in
+from harness.api.registry import Kind, group_versions, kinds_in
 
 MAJOR = "1"
 MINOR = "37"
@@ -145,13 +145,14 @@ def _resource_entry(kind: Kind) -> dict[str, Any]:
         "singularName": kind.singular,
         "namespaced": kind.namespaced,
         "kind": kind.kind,
-        "verbs": list(ALL_VERBS),
+        "verbs": list(kind.verbs),
     }
     if kind.short_names:
         entry["shortNames"] = list(kind.short_names)
     if kind.categories:
         entry["categories"] = list(kind.categories)
-    entry["storageVersionHash"] = storage_version_hash(kind.group, kind.version, kind.kind)
+    if kind.stored:
+        entry["storageVersionHash"] = storage_version_hash(kind.group, kind.version, kind.kind)
     return entry
 
 
@@ -216,7 +217,7 @@ def _aggregated_resource(kind: Kind) -> dict[str, Any]:
         "responseKind": _gvk(kind.group, kind.version, kind.kind),
         "scope": "Namespaced" if kind.namespaced else "Cluster",
         "singularResource": kind.singular,
-        "verbs": list(ALL_VERBS),
+        "verbs": list(kind.verbs),
     }
     if kind.short_names:
         entry["shortNames"] = list(kind.short_names)

@@ -22,9 +22,10 @@ from harness.api import defaults, errors, meta, validation
 from harness.api.registry import Kind
 from harness.api.selectors import FieldSelector, LabelSelector
 from harness.apiserver import strategies
-from harness.apiserver.admission import Attributes, Chain, UserInfo
+from harness.apiserver.admission import Attributes, Chain
 from harness.apiserver.listing import ListOptions, list_objects
 from harness.apiserver.watchcache import WatchCache, decode
+from harness.auth.user import UserInfo
 from harness.storage.backend import Backend, KeyExists, KeyNotFound, Record, RevisionMismatch
 
 #: Read-modify-write attempts before a server-side update gives up with 409.
@@ -73,6 +74,8 @@ class StoreOptions:
     validation_options: validation.Options = validation.DEFAULT_OPTIONS
     #: Seconds etcd keeps an object after its last write (0: forever): Events' --event-ttl.
     ttl: int = 0
+    #: A check of each create and update after validation, which may refuse it (RBAC's escalation check).
+    write_guard: Callable[[Attributes], None] | None = None
 
 
 @dataclass
@@ -114,6 +117,7 @@ class Store:
         self.lifecycle = options.lifecycle
         self.validation_options = options.validation_options
         self.ttl = options.ttl
+        self.write_guard = options.write_guard
 
     # -- helpers -------------------------------------------------------------------------
 
@@ -157,9 +161,11 @@ class Store:
         generated = not md.get("name") and bool(md.get("generateName"))
         defaults.apply_defaults(self.kind, obj)
         strategies.prepare_for_create(self.kind, obj, namespace=namespace)
-        await self.chain.admit(self._attrs("CREATE", namespace, md.get("name") or "", obj, None, user,
-                                           dry_run=dry_run))
+        attrs = self._attrs("CREATE", namespace, md.get("name") or "", obj, None, user, dry_run=dry_run)
+        await self.chain.admit(attrs)
         validation.validate_create(self.kind, obj, options=self.validation_options)
+        if self.write_guard is not None:
+            self.write_guard(attrs)
         if self.lifecycle is not None and not generated and \
                 await self.backend.get(self.kind.key(namespace, md["name"])) is not None:
             # An object that exists is a 409, not a 422 from allocating what it already holds.
@@ -230,11 +236,14 @@ class Store:
         strategies.prepare_for_update(self.kind, new, old, subresource=subresource)
         if not subresource:
             defaults.apply_defaults(self.kind, new)
-        await self.chain.admit(self._attrs("UPDATE", namespace, name, new, old, user, subresource, dry_run))
+        attrs = self._attrs("UPDATE", namespace, name, new, old, user, subresource, dry_run)
+        await self.chain.admit(attrs)
         if subresource == "status":
             validation.validate_status_update(self.kind, new, old, options=self.validation_options)
         elif not subresource:
             validation.validate_update(self.kind, new, old, options=self.validation_options)
+        if self.write_guard is not None:
+            self.write_guard(attrs)
         claims = None
         if self.lifecycle is not None and not subresource:
             claims = await self.lifecycle.begin_update(new, old, dry_run=dry_run)

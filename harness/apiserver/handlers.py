@@ -16,12 +16,13 @@ from aiohttp import web
 
 from harness.api import errors, fields, patch, registry, selectors
 from harness.api.registry import Kind
-from harness.apiserver import authn, codec, subresources, tables
-from harness.apiserver.admission import RequestInfo, UserInfo
+from harness.apiserver import authn, codec, reviews, subresources, tables
 from harness.apiserver.genericregistry import DeleteOptions, Store
 from harness.apiserver.listing import ListOptions
 from harness.apiserver.state import STATE, ApiServer
 from harness.apiserver.watch import serve_watch
+from harness.auth.authorizer import RequestInfo
+from harness.auth.user import UserInfo
 
 _INFO = "harness.request_info"
 
@@ -76,6 +77,19 @@ def verb_of(method: str, target: Target, query: Any) -> str:
     raise errors.MethodNotAllowed(f"method {method} is not supported")
 
 
+def _selected_name(verb: str, query: Any) -> str:
+    """A list or watch of one object by `fieldSelector=metadata.name=x` is authorized as that object, as
+    upstream's request info does (so a kubelet may watch the one secret its pod uses)."""
+    if verb not in ("list", "watch"):
+        return ""
+    selector = query.get("fieldSelector") or ""
+    for term in selector.split(","):
+        key, op, value = term.partition("==") if "==" in term else term.partition("=")
+        if key.strip() == "metadata.name" and op and not key.endswith("!"):
+            return value.strip()
+    return ""
+
+
 def request_info(request: web.Request) -> RequestInfo | None:
     info = request.get(_INFO)
     return info if isinstance(info, RequestInfo) else None
@@ -94,10 +108,12 @@ async def handle_resource(request: web.Request) -> web.StreamResponse:
     target = parse_target(group, version, parts)
     verb = verb_of(request.method, target, query)
     info = RequestInfo(verb, group, version, target.kind.plural, target.subresource, target.namespace,
-                       target.name)
+                       target.name or _selected_name(verb, query), path=request.path)
     request[_INFO] = info
     user = request[authn.USER]
     server.chain.authorize(user, info)
+    if not target.kind.stored:
+        return await reviews.handle(request, server, target.kind, target.namespace, target.name, verb, user)
     store = server.stores[target.kind]
     if target.subresource and target.subresource not in _GENERIC_SUBRESOURCES:
         return await subresources.handle(request, server, store, target.namespace, target.name,

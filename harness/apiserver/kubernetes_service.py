@@ -19,10 +19,10 @@ from datetime import datetime
 from typing import Any
 
 from harness.api import errors, identity, meta, registry
-from harness.apiserver.admission import UserInfo
 from harness.apiserver.genericregistry import DeleteOptions
 from harness.apiserver.state import ApiServer
 from harness.apiserver.watchcache import decode
+from harness.auth.user import UserInfo
 from harness.storage.backend import StorageError
 
 log = logging.getLogger(__name__)

@@ -158,7 +158,8 @@ def _resource_ops(kind: Kind) -> Iterator[tuple[str, Operation]]:
     ns = ("namespace",) if kind.namespaced else ()
     scope = "Namespaced" if kind.namespaced else ""
     base = _collection(kind)
-    obj, lst, name = definition_of(kind.model_name), definition_of(kind.model_name + "List"), kind.kind
+    obj, name = definition_of(kind.model_name), kind.kind
+    lst = definition_of(kind.model_name + "List") if kind.stored else ""
     common: dict[str, Any] = {"tag": tag_of(kind.group, kind.version), "gvk": _gvk(kind.group, kind.version, kind.kind)}
     pre = _op_prefix(kind)
     yield base, Operation("get", f"list{pre}{scope}{name}", f"list or watch objects of kind {name}", "list",
@@ -185,6 +186,10 @@ def _resource_ops(kind: Kind) -> Iterator[tuple[str, Operation]]:
             "get", f"list{pre}{name}ForAllNamespaces", f"list or watch objects of kind {name}", "list",
             params=_LIST, response=lst, produces=(JSON, YAML, f"{JSON};stream=watch"), **common)
 
+
+#: The RBAC verb of each collection or item operation's action.
+_ACTION_VERB = {"list": "list", "post": "create", "deletecollection": "deletecollection", "get": "get",
+                "put": "update", "patch": "patch", "delete": "delete"}
 
 _VERB_METHOD = {"get": "get", "update": "put", "patch": "patch", "create": "post", "delete": "delete"}
 _VERB_WORD = {"get": "read", "update": "replace", "patch": "patch", "create": "create", "delete": "delete"}
@@ -247,7 +252,7 @@ def operations(group: str, version: str) -> Iterator[tuple[str, Operation]]:
     yield f"{root}/", Operation("get", f"get{_op_prefix(kinds[0])}APIResources", "get available resources",
                                 "", tag_of(group, version), (), response=definition_of("V1APIResourceList"))
     for kind in kinds:
-        yield from _resource_ops(kind)
+        yield from ((path, op) for path, op in _resource_ops(kind) if _ACTION_VERB[op.action] in kind.verbs)
         for sub_name in kind.subresources:
             yield from _subresource_ops(kind, sub_name)
 

@@ -187,7 +187,9 @@ def _roots() -> list[tuple[str, str]]:
     kinds = sorted(KINDS, key=lambda k: k.group != "")
     roots = [(n, package_of("", "v1")) for n in _CORE_ANCHORS]
     for k in kinds:
-        roots += [(k.model_name, package_of(k.group, k.version)), (list_model_name(k), package_of(k.group, k.version))]
+        roots.append((k.model_name, package_of(k.group, k.version)))
+        if k.stored:
+            roots.append((list_model_name(k), package_of(k.group, k.version)))
     roots += [(n, package_of(g, v)) for g, v, n in EXTRA_ROOTS]
     return roots
 
@@ -317,7 +319,8 @@ def _gvk_extensions() -> dict[str, list[dict[str, str]]]:
     out: dict[str, list[dict[str, str]]] = {}
     for kind in KINDS:
         out[definition_of(kind.model_name)] = [_gvk_of(kind, kind.kind)]
-        out[definition_of(list_model_name(kind))] = [_gvk_of(kind, kind.list_kind)]
+        if kind.stored:
+            out[definition_of(list_model_name(kind))] = [_gvk_of(kind, kind.list_kind)]
     for group, version, model_name in EXTRA_ROOTS:
         kind_name = _type_name(model_name)
         if group == "" and kind_name in ("DeleteOptions", "WatchEvent"):
@@ -365,7 +368,8 @@ def _every_definition(style: Style) -> dict[str, dict[str, Any]]:
 
 def served_roots() -> set[str]:
     """Definition names of every kind, list kind and extra request/response body."""
-    names = {definition_of(k.model_name) for k in KINDS} | {definition_of(list_model_name(k)) for k in KINDS}
+    names = {definition_of(k.model_name) for k in KINDS} | {definition_of(list_model_name(k)) for k in KINDS
+                                                             if k.stored}
     return names | {definition_of(n) for _, _, n in EXTRA_ROOTS} | {PATCH}
 
 

@@ -10,9 +10,12 @@ from aiohttp import web
 from harness.api.registry import Kind
 from harness.apiserver.admission import Chain
 from harness.apiserver.authn import Authentication
+from harness.apiserver.authz import Authorization
 from harness.apiserver.genericregistry import Store
 from harness.apiserver.metrics import Metrics
 from harness.apiserver.watchcache import WatchCache
+from harness.auth.authorizer import AlwaysAllow
+from harness.auth.serviceaccount import TokenIssuer
 from harness.storage.backend import Backend
 
 
@@ -32,8 +35,18 @@ class Config:
     #: Client certificates signed by this CA authenticate (x509); a static token file (token,user,uid,"groups").
     client_ca_file: str = ""
     token_auth_file: str = ""
+    #: Service-account tokens: the key that signs them, the public keys that verify them, the issuers accepted
+    #: (the first is written into new tokens), the audiences accepted (default: the first issuer), and the longest
+    #: lifetime a TokenRequest gets (0: as asked).
+    service_account_signing_key_file: str = ""
+    service_account_key_files: tuple[str, ...] = ()
+    service_account_issuers: tuple[str, ...] = ()
+    api_audiences: list[str] = field(default_factory=list)
+    service_account_max_token_expiration: int = 0
     advertise_address: str = ""
     admission_plugins: tuple[str, ...] = ("NamespaceLifecycle", "DefaultTolerationSeconds")
+    #: --authorization-mode, in order (authz.MODES); upstream's default is AlwaysAllow, clusters use Node,RBAC.
+    authorization_mode: tuple[str, ...] = ("AlwaysAllow",)
     #: DefaultTolerationSeconds: how long pods tolerate a not-ready / unreachable node by default.
     default_not_ready_toleration_seconds: int = 300
     default_unreachable_toleration_seconds: int = 300
@@ -68,6 +81,10 @@ class ApiServer:
     metrics: Metrics
     #: The secure port's authentication (None while there is no secure port).
     authentication: Authentication | None = None
+    #: Signs service-account tokens (TokenRequest); None without --service-account-signing-key-file.
+    token_issuer: TokenIssuer | None = None
+    #: The authorizer of --authorization-mode, set up with the caches it reads.
+    authorization: Authorization = field(default_factory=lambda: Authorization(("AlwaysAllow",), AlwaysAllow()))
     caches: dict[Kind, WatchCache] = field(default_factory=dict)
     stores: dict[Kind, Store] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)

@@ -17,10 +17,10 @@ from aiohttp import web
 from harness.api import conditions, errors, meta, patch, selectors
 from harness.api.nodes import address_of
 from harness.api.pods import is_terminal, phase_of
-from harness.apiserver import codec
-from harness.apiserver.admission import UserInfo
+from harness.apiserver import codec, tokenrequest
 from harness.apiserver.genericregistry import DeleteOptions, Store
 from harness.apiserver.state import ApiServer
+from harness.auth.user import UserInfo
 
 Handler = Callable[[web.Request, ApiServer, Store, str, str, UserInfo], Awaitable[web.StreamResponse]]
 
@@ -321,6 +321,7 @@ SUBRESOURCES: dict[tuple[str, str], Handler] = {
     ("log", "get"): _log,
     ("exec", "get"): _exec,
     ("exec", "create"): _exec,
+    ("token", "create"): tokenrequest.create_token,
 }
 
 

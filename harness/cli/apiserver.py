@@ -11,6 +11,7 @@ from harness.apiserver import serving
 from harness.apiserver.allocators import IPRange, PortRange, RangeError
 from harness.apiserver.app import build_app
 from harness.apiserver.authn import AuthnConfigError
+from harness.apiserver.authz import AuthzConfigError, parse_modes
 from harness.apiserver.state import Config
 from harness.cli import logs
 from harness.cli.lifecycle import serve_until_signalled
@@ -38,6 +39,21 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="client certificates signed by this CA authenticate: CN the user, O the groups")
     p.add_argument("--token-auth-file", default="",
                    help="static bearer tokens, a CSV line each: token,user,uid,\"group1,group2\"")
+    p.add_argument("--service-account-signing-key-file", default="",
+                   help="the RSA key service-account tokens are signed with (TokenRequest)")
+    p.add_argument("--service-account-key-file", action="append", default=[],
+                   help="PEM file of public keys (or keys) that verify service-account tokens; may be repeated "
+                        "(default: the signing key's)")
+    p.add_argument("--service-account-issuer", action="append", default=[],
+                   help="issuer written into new tokens (the first) and accepted (all); may be repeated "
+                        "(default https://kubernetes.default.svc.cluster.local)")
+    p.add_argument("--api-audiences", default="",
+                   help="comma-separated audiences tokens must name (default: the first issuer)")
+    p.add_argument("--service-account-max-token-expiration", type=duration, default=0, metavar="DURATION",
+                   help="the longest lifetime a TokenRequest gets (default: as asked)")
+    p.add_argument("--authorization-mode", default="AlwaysAllow",
+                   help="comma-separated authorizers, asked in order: AlwaysAllow, AlwaysDeny, Node, RBAC "
+                        "(default AlwaysAllow; clusters run Node,RBAC)")
     p.add_argument("--advertise-address", default="", help="address clients should use (default: bind address)")
     p.add_argument("--enable-admission-plugins", default="NamespaceLifecycle,DefaultTolerationSeconds",
                    help="comma-separated admission plugins, in order")
@@ -85,12 +101,22 @@ def config_from(args: argparse.Namespace) -> Config:
     if args.identity_lease_duration_seconds <= 0 or args.identity_lease_renew_interval_seconds <= 0:
         raise SystemExit("harness apiserver: identity lease duration and renew interval must be positive")
     plugins = tuple(p.strip() for p in args.enable_admission_plugins.split(",") if p.strip())
+    try:
+        modes = parse_modes(args.authorization_mode)
+    except AuthzConfigError as exc:
+        raise SystemExit(f"harness apiserver: {exc}") from None
     return Config(etcd_servers=servers, bind_address=args.bind_address, port=args.port,
                   secure_port=args.secure_port, tls_cert_file=args.tls_cert_file,
                   tls_private_key_file=args.tls_private_key_file, cert_dir=args.cert_dir,
                   client_ca_file=args.client_ca_file, token_auth_file=args.token_auth_file,
                   advertise_address=args.advertise_address or args.bind_address,
-                  admission_plugins=plugins, compaction_interval=args.compaction_interval, event_ttl=args.event_ttl,
+                  service_account_signing_key_file=args.service_account_signing_key_file,
+                  service_account_key_files=tuple(args.service_account_key_file),
+                  service_account_issuers=tuple(args.service_account_issuer),
+                  api_audiences=[a.strip() for a in args.api_audiences.split(",") if a.strip()],
+                  service_account_max_token_expiration=args.service_account_max_token_expiration,
+                  admission_plugins=plugins, authorization_mode=modes,
+                  compaction_interval=args.compaction_interval, event_ttl=args.event_ttl,
                   default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
                   default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,
                   service_cluster_ip_range=args.service_cluster_ip_range,
@@ -110,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         app = build_app(config, connect)
-    except AuthnConfigError as exc:
+    except (AuthnConfigError, OSError, ValueError) as exc:
         raise SystemExit(f"harness apiserver: {exc}") from None
 
     async def main(stop: asyncio.Event) -> int:

@@ -66,7 +66,7 @@ class GarbageCollector(Controller):
         self.absent: OrderedDict[str, None] = OrderedDict()
 
     def setup(self) -> None:
-        for kind in registry.KINDS:
+        for kind in registry.STORED_KINDS:
             self.ctx.informers(kind).add_handlers(on_add=partial(self._added, kind),
                                                   on_update=partial(self._updated, kind),
                                                   on_delete=partial(self._deleted, kind))
@@ -117,7 +117,7 @@ class GarbageCollector(Controller):
     def dependents(self, uid: str) -> Iterator[tuple[Kind, dict[str, Any]]]:
         if not uid:
             return
-        for kind in registry.KINDS:
+        for kind in registry.STORED_KINDS:
             for obj in self.ctx.informers(kind).cache.by_index("owner", uid):
                 yield kind, obj
 

@@ -41,7 +41,7 @@ class NamespaceController(Controller):
         if FINALIZER not in ((ns.get("spec") or {}).get("finalizers") or []):
             return
         remaining = 0
-        for kind in registry.KINDS:
+        for kind in registry.STORED_KINDS:
             if kind.namespaced:
                 remaining += await self._delete_all(kind, key)
         if remaining:

@@ -71,6 +71,34 @@ def start_apiserver(etcd_endpoint: str, workdir: Path, *, extra: list[str] | Non
     return ApiServerProcess(url, kc, log, proc)
 
 
+@dataclass
+class SecureApiServer:
+    """An apiserver with the cluster PKI `harness up` makes: its HTTPS URL, the PKI directory, and the process
+    (whose plain-HTTP port still serves the admin)."""
+
+    process: ApiServerProcess
+    url: str
+    pki: Path
+
+
+def start_secure_apiserver(etcd_endpoint: str, workdir: Path, *, nodes: list[Any] | None = None,
+                           extra: list[str] | None = None) -> SecureApiServer:
+    """The PKI for `nodes` (default: one master at 127.0.0.1; ECDSA keys, for speed) and an apiserver serving it on
+    an HTTPS port with x509 client authentication, plus whatever `extra` flags a test adds."""
+    from harness.cluster import pki
+    from harness.cluster.local import NodeSpec
+
+    directory = workdir / "pki"
+    pki.ensure(directory, pki.plan(nodes or [NodeSpec("master-1", "master", "127.0.0.1")],
+                                   service_cidr="10.96.0.0/12"), key_kind="ecdsa")
+    port = free_port()
+    process = start_apiserver(etcd_endpoint, workdir, extra=[
+        "--compaction-interval", "100000", "--secure-port", str(port),
+        "--tls-cert-file", str(directory / "apiserver.crt"), "--tls-private-key-file", str(directory / "apiserver.key"),
+        "--client-ca-file", str(directory / "ca.crt"), *(extra or [])])
+    return SecureApiServer(process, f"https://127.0.0.1:{port}", directory)
+
+
 def stop_apiserver(server: ApiServerProcess) -> None:
     server.proc.terminate()
     try:

@@ -21,10 +21,14 @@ import pytest
 
 from harness.client import kubeconfig
 from harness.client.rest import Client
-from harness.cluster import pki
-from harness.cluster.local import NodeSpec
 from harness.util import x509
-from tests.integration.apiserver_fixtures import ApiServerProcess, free_port, start_apiserver, stop_apiserver
+from tests.integration.apiserver_fixtures import (
+    ApiServerProcess,
+    free_port,
+    start_apiserver,
+    start_secure_apiserver,
+    stop_apiserver,
+)
 
 KUBECTL = str(Path(sys.executable).with_name("kubectl"))
 TOKEN = "0123456789abcdef-test-token"
@@ -55,17 +59,11 @@ class Secure:
 @pytest.fixture(scope="module")
 def secure(etcd: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secure]:
     work = tmp_path_factory.mktemp("tls")
-    directory = work / "pki"
-    pki.ensure(directory, pki.plan([NodeSpec("master-1", "master", "127.0.0.1")], service_cidr="10.96.0.0/12"),
-               key_kind="ecdsa")
     (work / "tokens.csv").write_text(f'{TOKEN},token-user,uid-1,"team-a,team-b"\n')
-    port = free_port()
-    server = start_apiserver(etcd.endpoint, work, extra=[  # type: ignore[attr-defined]
-        "--compaction-interval", "100000", "--secure-port", str(port),
-        "--tls-cert-file", str(directory / "apiserver.crt"), "--tls-private-key-file", str(directory / "apiserver.key"),
-        "--client-ca-file", str(directory / "ca.crt"), "--token-auth-file", str(work / "tokens.csv")])
-    yield Secure(server, f"https://127.0.0.1:{port}", directory, work)
-    stop_apiserver(server)
+    started = start_secure_apiserver(etcd.endpoint, work,  # type: ignore[attr-defined]
+                                     extra=["--token-auth-file", str(work / "tokens.csv")])
+    yield Secure(started.process, started.url, started.pki, work)
+    stop_apiserver(started.process)
 
 
 async def get(url: str, ctx: ssl.SSLContext, *, headers: dict[str, str] | None = None) -> tuple[int, dict]:

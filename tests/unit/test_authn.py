@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry
 
 from harness.api import errors
 from harness.apiserver import authn
-from harness.apiserver.admission import UserInfo
+from harness.auth.user import UserInfo
 
 ADMIN_CERT = {"subject": ((("organizationName", "system:masters"),), (("commonName", "kubernetes-admin"),))}
 NODE_CERT = {"subject": ((("organizationName", "system:nodes"),), (("commonName", "system:node:worker-1"),))}
@@ -60,7 +60,7 @@ def test_attempts_are_counted_by_result(authentication: authn.Authentication) ->
 def test_token_file_as_upstream_writes_it(tmp_path: Path) -> None:
     (tmp_path / "t.csv").write_text('# comment\nabc,bob,uid-1,"g1,g2"\ndef,carol,uid-2\n')
     loaded = authn.TokenFileAuthenticator.load(tmp_path / "t.csv")
-    assert loaded.users == {"abc": UserInfo("bob", ("g1", "g2")), "def": UserInfo("carol", ())}
+    assert loaded.users == {"abc": UserInfo("bob", ("g1", "g2"), "uid-1"), "def": UserInfo("carol", (), "uid-2")}
 
 
 @pytest.mark.parametrize(("text", "message"), [

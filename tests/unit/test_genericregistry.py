@@ -8,9 +8,11 @@ from typing import Any
 import pytest
 
 from harness.api import errors, registry, validation
-from harness.apiserver.admission import AllowAllAuthorizer, Chain, UserInfo
+from harness.apiserver.admission import Chain
 from harness.apiserver.genericregistry import DeleteOptions, Store, StoreOptions
 from harness.apiserver.watchcache import WatchCache
+from harness.auth.authorizer import AlwaysAllow
+from harness.auth.user import UserInfo
 from tests.unit.memory_backend import MemoryBackend
 
 USER = UserInfo("test", ("system:masters",))
@@ -46,7 +48,7 @@ class RecordingLifecycle:
 
 def make_store(kind: registry.Kind, options: StoreOptions | None = None) -> tuple[Store, MemoryBackend]:
     backend = MemoryBackend()
-    chain = Chain(authorizer=AllowAllAuthorizer(), plugins=[])
+    chain = Chain(authorizer=AlwaysAllow(), plugins=[])
     store = Store(kind, backend, WatchCache(kind, backend), chain, options=options or StoreOptions())  # type: ignore[arg-type]
     return store, backend
 

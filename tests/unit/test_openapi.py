@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from harness.api import errors
-from harness.api.registry import KINDS, Kind, group_versions
+from harness.api.registry import KINDS, STORED_KINDS, Kind, group_versions
 from harness.apiserver import openapi
 from harness.apiserver.openapi_schemas import definition_names, refs_in
 
@@ -31,7 +31,7 @@ def v2() -> dict[str, Any]:
 # -- definitions ----------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.resource)
+@pytest.mark.parametrize("kind", STORED_KINDS, ids=lambda k: k.resource)
 def test_every_kind_and_list_kind_is_defined_with_its_gvk(v2: dict[str, Any], kind: Kind) -> None:
     defs = v2["definitions"]
     assert defs[kind.definition]["x-kubernetes-group-version-kind"] == [_gvk(kind)]
@@ -131,7 +131,7 @@ def _param_names(op: dict[str, Any]) -> set[str]:
     return {p["name"] for p in op["parameters"]}
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.resource)
+@pytest.mark.parametrize("kind", STORED_KINDS, ids=lambda k: k.resource)
 def test_every_route_has_its_operations(v2: dict[str, Any], kind: Kind) -> None:
     collection, item = v2["paths"][_collection(kind)], v2["paths"][_collection(kind) + "/{name}"]
     assert {m: op["x-kubernetes-action"] for m, op in collection.items()} == {
@@ -148,7 +148,7 @@ def test_every_route_has_its_operations(v2: dict[str, Any], kind: Kind) -> None:
         assert _collection(kind) + "/{name}/" + sub in v2["paths"]
 
 
-@pytest.mark.parametrize("kind", KINDS, ids=lambda k: k.resource)
+@pytest.mark.parametrize("kind", STORED_KINDS, ids=lambda k: k.resource)
 def test_kubectl_finds_field_validation_on_every_patch_of_a_kind(kind: Kind) -> None:
     # kubectl's QueryParamVerifierV3 takes the first PATCH operation tagged with the GVK.
     paths = _v3(kind)["paths"]
@@ -156,6 +156,14 @@ def test_kubectl_finds_field_validation_on_every_patch_of_a_kind(kind: Kind) -> 
                if "patch" in p and p["patch"].get("x-kubernetes-group-version-kind") == _gvk(kind)]
     assert patches
     assert all("fieldValidation" in _param_names(op) for op in patches)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if not k.stored], ids=lambda k: k.resource)
+def test_a_question_kind_has_only_create(v2: dict[str, Any], kind: Kind) -> None:
+    assert set(v2["paths"][_collection(kind)]) == {"post"}
+    assert _collection(kind) + "/{name}" not in v2["paths"]
+    assert v2["definitions"][kind.definition]["x-kubernetes-group-version-kind"] == [_gvk(kind)]
+    assert kind.definition + "List" not in v2["definitions"]
 
 
 def test_scale_subresource_operations(v2: dict[str, Any]) -> None:
