@@ -30,6 +30,10 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-cidr-mask-size", type=int, default=24)
     p.add_argument("--node-monitor-period", type=float, default=5.0, metavar="SECONDS")
     p.add_argument("--node-monitor-grace-period", type=float, default=50.0, metavar="SECONDS")
+    p.add_argument("--use-service-account-credentials", type=boolean, nargs="?", const=True, default=False,
+                   metavar="BOOL", help="each controller acts as its own kube-system service account")
+    p.add_argument("--root-ca-file", default="",
+                   help="the cluster CA, published to every namespace as the ConfigMap kube-root-ca.crt")
     p.add_argument("--log-level", default="info")
 
 
@@ -40,11 +44,12 @@ def config_from(args: argparse.Namespace) -> Config:
         raise SystemExit(f"harness controller-manager: --controllers: {exc}") from None
     options = Options(cluster_cidr=args.cluster_cidr, node_cidr_mask_size=args.node_cidr_mask_size,
                       node_monitor_period=args.node_monitor_period,
-                      node_monitor_grace_period=args.node_monitor_grace_period)
+                      node_monitor_grace_period=args.node_monitor_grace_period, root_ca_file=args.root_ca_file)
     return Config(kubeconfig=args.kubeconfig, controllers=controllers, bind_address=args.bind_address,
                   port=args.secure_port, leader_elect=args.leader_elect,
                   lease_duration=args.leader_elect_lease_duration, renew_deadline=args.leader_elect_renew_deadline,
-                  retry_period=args.leader_elect_retry_period, options=options)
+                  retry_period=args.leader_elect_retry_period, options=options,
+                  use_service_account_credentials=args.use_service_account_credentials)
 
 
 async def main(config: Config) -> int:

@@ -10,6 +10,7 @@ table, so callers name a `Kind`, not a URL.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import ssl
 from collections.abc import AsyncIterator, Mapping
@@ -74,6 +75,12 @@ class Client:
         if self.config.token:
             headers["Authorization"] = f"Bearer {self.config.token}"
         return headers
+
+    def set_token(self, token: str) -> None:
+        """Use a new bearer token from the next request on (a renewed service-account token)."""
+        self.config = dataclasses.replace(self.config, token=token)
+        if self._session is not None and not self._session.closed:
+            self._session.headers["Authorization"] = f"Bearer {token}"
 
     async def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:

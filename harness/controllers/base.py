@@ -106,7 +106,15 @@ class Options:
     #: How long a new node may take to post its first status before it is marked Unknown.
     node_startup_grace_period: float = 60.0
     pod_eviction_timeout: float = 300.0
+    #: The cluster CA that root-ca-cert-publisher puts into every namespace (--root-ca-file).
+    root_ca_file: str = ""
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Credentials(Protocol):
+    """Gives each controller a client of its own identity (`--use-service-account-credentials`)."""
+
+    async def client_for(self, service_account: str) -> Any: ...
 
 
 @dataclass
@@ -116,6 +124,8 @@ class Context:
     recorder: Recorder
     registry: CollectorRegistry
     options: Options = field(default_factory=Options)
+    #: When set, each controller writes as its own service account; `client` then only reads and elects.
+    credentials: Credentials | None = None
 
 
 class Controller:

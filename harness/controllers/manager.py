@@ -8,9 +8,11 @@ holds the `kube-controller-manager` Lease, like upstream.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 
 from harness.controllers.base import Context, Controller
+from harness.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from harness.controllers.daemonset import DaemonSetController
 from harness.controllers.deployment import DeploymentController
 from harness.controllers.endpoints import EndpointsController
@@ -19,6 +21,7 @@ from harness.controllers.namespace import NamespaceController
 from harness.controllers.nodeipam import NodeIpamController
 from harness.controllers.nodelifecycle import NodeLifecycleController
 from harness.controllers.replicaset import ReplicaSetController, ReplicationControllerController
+from harness.controllers.rootcacertpublisher import RootCACertPublisher
 from harness.controllers.serviceaccount import ServiceAccountController
 
 log = logging.getLogger(__name__)
@@ -34,6 +37,26 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "nodelifecycle": NodeLifecycleController,
     "endpoints": EndpointsController,
     "daemonset": DaemonSetController,
+    "clusterrole-aggregation": ClusterRoleAggregationController,
+    "root-ca-cert-publisher": RootCACertPublisher,
+}
+
+
+#: The kube-system service account each controller acts as with --use-service-account-credentials: upstream's
+#: names, which the bootstrap policy's system:controller:<account> roles are bound to.
+SERVICE_ACCOUNTS: dict[str, str] = {
+    "namespace": "namespace-controller",
+    "serviceaccount": "service-account-controller",
+    "nodeipam": "node-controller",
+    "replicaset": "replicaset-controller",
+    "replicationcontroller": "replication-controller",
+    "deployment": "deployment-controller",
+    "garbagecollector": "generic-garbage-collector",
+    "nodelifecycle": "node-controller",
+    "endpoints": "endpoint-controller",
+    "daemonset": "daemon-set-controller",
+    "clusterrole-aggregation": "clusterrole-aggregation-controller",
+    "root-ca-cert-publisher": "root-ca-cert-publisher",
 }
 
 
@@ -55,7 +78,12 @@ def select(spec: str) -> list[str]:
 
 async def run_controllers(ctx: Context, names: list[str]) -> None:
     """Set up the named controllers, sync their informers, and run them until cancelled."""
-    controllers = [CONTROLLERS[n](ctx) for n in names]
+    controllers = []
+    for n in names:
+        own = ctx
+        if ctx.credentials is not None:
+            own = dataclasses.replace(ctx, client=await ctx.credentials.client_for(SERVICE_ACCOUNTS[n]))
+        controllers.append(CONTROLLERS[n](own))
     for c in controllers:
         c.setup()
     await ctx.informers.start()

@@ -17,6 +17,7 @@ from harness.client import rest
 from harness.client.events import EventRecorder
 from harness.client.rest import Client
 from harness.controllers.base import Context, Informers, Options
+from harness.controllers.credentials import ControllerCredentials
 from harness.controllers.manager import run_controllers
 from harness.machinery.health import component_registry, health_server
 from harness.machinery.leaderelection import LeaderElector
@@ -38,6 +39,8 @@ class Config:
     lease_namespace: str = "kube-system"
     identity: str = ""
     options: Options = field(default_factory=Options)
+    #: Each controller writes as its own kube-system service account (upstream's flag of the same name).
+    use_service_account_credentials: bool = False
 
 
 async def serve(config: Config, *, stop: asyncio.Event | None = None) -> int:
@@ -47,8 +50,9 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> int:
     client = Client.from_kubeconfig(config.kubeconfig, user_agent="harness-controller-manager")
     recorder = EventRecorder(client, component="controller-manager", host=socket.gethostname(),
                              reporting_instance=identity)
+    credentials = ControllerCredentials(client) if config.use_service_account_credentials else None
     ctx = Context(client=client, informers=Informers(client), recorder=recorder, registry=registry,
-                  options=config.options)
+                  options=config.options, credentials=credentials)
     stop = stop or asyncio.Event()
     leading = asyncio.Event()
 
@@ -84,4 +88,6 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> int:
                 t.cancel()
             await asyncio.gather(running, stopped, return_exceptions=True)
             await recorder.close()
+            if credentials is not None:
+                await credentials.close()
             await client.close()

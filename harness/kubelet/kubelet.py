@@ -54,6 +54,7 @@ from harness.kubelet.records import PodRecord, epoch
 from harness.kubelet.runtime import cgroups
 from harness.kubelet.runtime.runc import RuncRuntime
 from harness.kubelet.runtime.types import ContainerInfo
+from harness.kubelet.tokens import TokenManager
 from harness.kubelet.volumes import VolumeManager
 from harness.machinery.health import component_registry
 from harness.machinery.informer import Informer
@@ -90,7 +91,8 @@ class Kubelet:
                                    log_max_files=config.container_log_max_files)
         self.network = PodNetwork(bridge=config.bridge, netns_dir=config.netns_dir, ipam_dir=config.ipam_dir)
         self.routes = HostGwRoutes()
-        self.volumes = VolumeManager(config.pods_dir)
+        self.tokens = TokenManager(client)
+        self.volumes = VolumeManager(config.pods_dir, token_source=self.tokens.token_for)
         self.node = NodeAgent(client, config, on_pod_cidr=self._pod_cidr_changed)
         self.pod_informer = Informer(client, PODS, field_selector=f"spec.nodeName={config.node_name}",
                                      indexers={"uid": _uid_index})
@@ -617,6 +619,7 @@ class Kubelet:
         if busy:
             log.warning("pod %s: cgroups still busy, left in place: %s", uid, ", ".join(map(str, busy)))
         self.volumes.cleanup(uid)
+        self.tokens.forget(uid)
         shutil.rmtree(self.config.pods_dir / uid, ignore_errors=True)
         if record.pod.get("metadata", {}).get("name"):
             shutil.rmtree(ctrs.log_dir(self.config.pod_log_dir, record.pod), ignore_errors=True)
