@@ -13,12 +13,14 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from harness.api import errors, registry, validation
 from harness.apiserver import (
+    audit,
     authn,
     authz,
     codec,
@@ -36,7 +38,7 @@ from harness.apiserver.kubernetes_service import ApiServerEndpoints
 from harness.apiserver.metrics import Metrics
 from harness.apiserver.state import STATE, ApiServer, Config
 from harness.apiserver.watchcache import WatchCache
-from harness.auth.authorizer import RequestInfo, check
+from harness.auth.authorizer import check
 from harness.auth.user import UserInfo
 from harness.storage.backend import Backend, StorageError, Unavailable
 
@@ -73,11 +75,11 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 async def authorize_paths(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Requests for paths that are not resources (/api, /healthz, /metrics, /openapi/v2) are authorized here by
     path and verb; resource requests are authorized by `handlers.handle_resource` once their path is parsed."""
-    route = request.match_info.route
-    if getattr(route, "handler", None) is not handlers.handle_resource:
-        verb = "get" if request.method == "HEAD" else request.method.lower()
-        info = RequestInfo(verb, resource_request=False, path=request.path)
+    info = handlers.describe(request)
+    if info is not None and not info.resource_request:
+        request[handlers.AUTHZ_DECISION] = "forbid"
         check(request.app[STATE].authorization.authorizer, request[authn.USER], info)
+        request[handlers.AUTHZ_DECISION] = "allow"
     return await handler(request)
 
 
@@ -338,9 +340,22 @@ async def _end_watches(app: web.Application) -> None:
             watcher.close()
 
 
+async def _close(auditor: audit.Auditor) -> None:
+    auditor.writer.close()
+
+
 def build_app(config: Config, make_backend: Callable[[], Awaitable[Backend]]) -> web.Application:
-    app = web.Application(middlewares=[codec.negotiation, observe, authenticate, authorize_paths],
-                          client_max_size=codec.MAX_BODY)
+    middlewares = [codec.negotiation, observe, authenticate, authorize_paths]
+    if config.audit_policy_file and config.audit_log_path:
+        auditor = audit.Auditor(audit.load_policy(Path(config.audit_policy_file)),
+                                audit.LogWriter(Path(config.audit_log_path), config.audit_log_maxsize,
+                                                config.audit_log_maxbackup, config.audit_log_maxage))
+        middlewares.insert(3, audit.middleware(auditor, lambda r: r.get(authn.USER), handlers.describe))
+        app_cleanup: list[Callable[[web.Application], Awaitable[None]]] = [lambda _app: _close(auditor)]
+    else:
+        app_cleanup = []
+    app = web.Application(middlewares=middlewares, client_max_size=codec.MAX_BODY)
+    app.on_cleanup.extend(app_cleanup)
     metrics = Metrics()
     server = ApiServer(config=config, backend=None, chain=None, metrics=metrics)  # type: ignore[arg-type]
     if config.secure_port:

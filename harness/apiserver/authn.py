@@ -31,7 +31,14 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from harness.api import errors
 from harness.auth import serviceaccount
-from harness.auth.user import ANONYMOUS_NAME, AUTHENTICATED, MASTERS, UNAUTHENTICATED, UserInfo
+from harness.auth.user import (
+    ANONYMOUS_NAME,
+    AUTHENTICATED,
+    MASTERS,
+    UNAUTHENTICATED,
+    UserInfo,
+    from_peer_certificate,
+)
 
 log = logging.getLogger(__name__)
 
@@ -78,16 +85,10 @@ class X509Authenticator:
     def authenticate(self, creds: Credentials) -> UserInfo | None:
         if not creds.peer_cert:
             return None
-        common, orgs = "", []
-        for rdn in creds.peer_cert.get("subject", ()):
-            for key, value in rdn:
-                if key == "commonName":
-                    common = value
-                elif key == "organizationName":
-                    orgs.append(value)
-        if not common:
+        user = from_peer_certificate(creds.peer_cert)
+        if user is None:
             raise errors.Unauthorized("Unauthorized")  # upstream: "x509: certificate has no common name"
-        return UserInfo(common, tuple(orgs))
+        return user
 
 
 class TokenFileAuthenticator:

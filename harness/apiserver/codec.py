@@ -141,10 +141,21 @@ def error_response(err: errors.ApiError) -> web.Response:
     return respond(err.to_status(), status=err.code, headers=headers)
 
 
+#: The body once read (the audit log reads it before the handler does), or why it could not be.
+_BODY = web.RequestKey("harness_body", bytes)
+_BODY_REFUSED = web.RequestKey("harness_body_refused", errors.ApiError)
+
+
 async def read_body(request: web.Request) -> bytes:
     """The raw body, refused with 413 before reading when it is over MAX_BODY. (Remembers the request's Accept
     for the response, see `respond`.)"""
     _ACCEPT.set(request.headers.get("Accept", ""))
+    cached = request.get(_BODY)
+    if cached is not None:
+        return cached
+    refused = request.get(_BODY_REFUSED)
+    if refused is not None:  # a second reader must not get what is left of a stream read halfway
+        raise refused
     length = request.content_length
     if length is not None and length > MAX_BODY:
         raise errors.RequestEntityTooLarge(f"the request body is too large: {length} bytes, the limit is "
@@ -157,9 +168,12 @@ async def read_body(request: web.Request) -> bytes:
             break
         size += len(chunk)
         if size > MAX_BODY:
-            raise errors.RequestEntityTooLarge(f"the request body is too large: over {MAX_BODY} bytes")
+            error = request[_BODY_REFUSED] = errors.RequestEntityTooLarge(
+                f"the request body is too large: over {MAX_BODY} bytes")
+            raise error
         chunks.append(chunk)
-    return b"".join(chunks)
+    body = request[_BODY] = b"".join(chunks)
+    return body
 
 
 def _media_type(content_type: str) -> str:

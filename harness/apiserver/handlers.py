@@ -25,6 +25,8 @@ from harness.auth.authorizer import RequestInfo
 from harness.auth.user import UserInfo
 
 _INFO = "harness.request_info"
+#: What authorization said of the request ("allow" or "forbid"), for the audit log's annotation.
+AUTHZ_DECISION = web.RequestKey("harness_authz_decision", str)
 
 #: Subresources whose verbs are handled by the generic object path (status-like).
 _GENERIC_SUBRESOURCES = frozenset({"status", "finalize"})
@@ -90,13 +92,26 @@ def _selected_name(verb: str, query: Any) -> str:
     return ""
 
 
+def describe(request: web.Request) -> RequestInfo | None:
+    """What a request asks for, parsed before it is served (the audit policy needs it); None if the path names
+    nothing the server has."""
+    if getattr(request.match_info.route, "handler", None) is not handle_resource:
+        verb = "get" if request.method == "HEAD" else request.method.lower()
+        return RequestInfo(verb, resource_request=False, path=request.path)
+    try:
+        return _parse(request)[1]
+    except errors.ApiError:
+        return None
+
+
 def request_info(request: web.Request) -> RequestInfo | None:
     info = request.get(_INFO)
     return info if isinstance(info, RequestInfo) else None
 
 
-async def handle_resource(request: web.Request) -> web.StreamResponse:
-    server = request.app[STATE]
+def _parse(request: web.Request) -> tuple[Target, RequestInfo, Any]:
+    """The target of a resource request, what it asks (as authorization names it) and its query; NotFound for a
+    path that names nothing served."""
     group = request.match_info.get("group", "")
     version = request.match_info["version"]
     parts = [p for p in request.match_info.get("tail", "").split("/") if p]
@@ -109,9 +124,18 @@ async def handle_resource(request: web.Request) -> web.StreamResponse:
     verb = verb_of(request.method, target, query)
     info = RequestInfo(verb, group, version, target.kind.plural, target.subresource, target.namespace,
                        target.name or _selected_name(verb, query), path=request.path)
+    return target, info, query
+
+
+async def handle_resource(request: web.Request) -> web.StreamResponse:
+    server = request.app[STATE]
+    target, info, query = _parse(request)
+    verb = info.verb
     request[_INFO] = info
     user = request[authn.USER]
+    request[AUTHZ_DECISION] = "forbid"
     server.chain.authorize(user, info)
+    request[AUTHZ_DECISION] = "allow"
     if not target.kind.stored:
         return await reviews.handle(request, server, target.kind, target.namespace, target.name, verb, user)
     store = server.stores[target.kind]

@@ -18,7 +18,7 @@ import orjson
 from harness.api import errors
 from harness.api.registry import Kind
 from harness.api.selectors import FieldSelector, LabelSelector
-from harness.apiserver.watchcache import WatchCache, decode
+from harness.apiserver.watchcache import WatchCache, decode, readable
 from harness.storage.backend import Backend, Compacted
 
 
@@ -129,8 +129,8 @@ async def _read_pages(kind: Kind, backend: Backend, prefix: str, start: str, rev
                               "result. You can start a new list without the continue parameter.") from None
         revision = page.revision
         for n, rec in enumerate(page.records):
-            obj = decode(rec.value, rec.revision)
-            if predicate is None or predicate(obj):
+            obj = readable(rec.key, rec.value, rec.revision)
+            if obj is not None and (predicate is None or predicate(obj)):
                 items.append(obj)
                 if limit and len(items) == limit:
                     more = page.more or n + 1 < len(page.records)

@@ -22,6 +22,10 @@ from harness.storage.backend import Backend
 @dataclass
 class Config:
     etcd_servers: list[str]
+    #: TLS to etcd (--etcd-cafile, --etcd-certfile, --etcd-keyfile); https:// servers use it.
+    etcd_cafile: str = ""
+    etcd_certfile: str = ""
+    etcd_keyfile: str = ""
     bind_address: str = "127.0.0.1"
     #: The plain-HTTP port, where every request is the cluster admin; 0 for none. It goes away once every
     #: client of a cluster speaks HTTPS (the security work's next step).
@@ -45,6 +49,12 @@ class Config:
     service_account_max_token_expiration: int = 0
     advertise_address: str = ""
     admission_plugins: tuple[str, ...] = ("NamespaceLifecycle", "DefaultTolerationSeconds")
+    #: The audit log (audit.py): the policy, where events go ("-": standard output), rotation in MB and copies kept.
+    audit_policy_file: str = ""
+    audit_log_path: str = ""
+    audit_log_maxsize: int = 0
+    audit_log_maxbackup: int = 0
+    audit_log_maxage: int = 0
     #: --authorization-mode, in order (authz.MODES); upstream's default is AlwaysAllow, clusters use Node,RBAC.
     authorization_mode: tuple[str, ...] = ("AlwaysAllow",)
     #: DefaultTolerationSeconds: how long pods tolerate a not-ready / unreachable node by default.
@@ -56,8 +66,12 @@ class Config:
     compaction_interval: float = 300.0
     #: How long Events are kept (--event-ttl): etcd removes them this long after their last write.
     event_ttl: int = 3600
-    #: How the apiserver reaches kubelets (pods/log): http until the cluster has a PKI.
-    kubelet_scheme: str = "http"
+    #: How the apiserver reaches kubelets (logs, exec): its client certificate (--kubelet-client-certificate,
+    #: --kubelet-client-key) and the CA their serving certificates must chain to (--kubelet-certificate-authority;
+    #: without it they are not verified, as upstream). Any of them means HTTPS.
+    kubelet_client_certificate: str = ""
+    kubelet_client_key: str = ""
+    kubelet_certificate_authority: str = ""
     #: Where Services get cluster IPs and node ports (--service-cluster-ip-range, --service-node-port-range).
     service_cluster_ip_range: str = "10.96.0.0/12"
     service_node_port_range: str = "30000-32767"
@@ -66,6 +80,11 @@ class Config:
     #: This apiserver's identity Lease (kube-system/apiserver-<id>): how long it lasts, how often it is renewed.
     identity_lease_duration_seconds: int = 15
     identity_lease_renew_interval: float = 5.0
+
+    @property
+    def kubelet_scheme(self) -> str:
+        tls = self.kubelet_client_certificate or self.kubelet_certificate_authority
+        return "https" if tls else "http"
 
     @property
     def advertised_port(self) -> int:

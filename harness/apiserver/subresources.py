@@ -8,6 +8,7 @@ handled by the generic verbs with `subresource` set.) Each subresource is one en
 from __future__ import annotations
 
 import asyncio
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -19,7 +20,7 @@ from harness.api.nodes import address_of
 from harness.api.pods import is_terminal, phase_of
 from harness.apiserver import codec, tokenrequest
 from harness.apiserver.genericregistry import DeleteOptions, Store
-from harness.apiserver.state import ApiServer
+from harness.apiserver.state import STATE, ApiServer
 from harness.auth.user import UserInfo
 
 Handler = Callable[[web.Request, ApiServer, Store, str, str, UserInfo], Awaitable[web.StreamResponse]]
@@ -213,7 +214,7 @@ async def _log(request: web.Request, server: ApiServer, store: Store, ns: str, n
     session = await kubelet_session(request.app)
     try:
         # kubelet serving certificates are not verified yet (upstream's default without --kubelet-certificate-authority)
-        upstream = await session.get(url, params=query, ssl=False)
+        upstream = await session.get(url, params=query)
     except (aiohttp.ClientError, OSError) as exc:
         raise errors.InternalError(f'Get "{url}": {exc}') from None
     try:
@@ -250,7 +251,7 @@ async def _exec(request: web.Request, server: ApiServer, store: Store, ns: str, 
     session = await kubelet_session(request.app)
     try:
         upstream = await session.ws_connect(f"{base}/exec/{ns}/{name}/{container}", params=request.query,
-                                            protocols=EXEC_PROTOCOLS, ssl=False)
+                                            protocols=EXEC_PROTOCOLS)
     except (aiohttp.ClientError, OSError) as exc:
         raise errors.InternalError(f"error dialing the kubelet for exec: {exc}") from None
     ws = web.WebSocketResponse(protocols=(upstream.protocol,) if upstream.protocol else EXEC_PROTOCOLS)
@@ -305,9 +306,26 @@ async def kubelet_session(app: web.Application) -> aiohttp.ClientSession:
     return session
 
 
+def kubelet_tls(config: Any) -> ssl.SSLContext | bool:
+    """The TLS of requests to kubelets: the apiserver's client certificate, and the kubelets' CA when given."""
+    if config.kubelet_scheme != "https":
+        return True
+    if config.kubelet_certificate_authority:
+        context = ssl.create_default_context(cafile=config.kubelet_certificate_authority)
+    else:
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE  # upstream without --kubelet-certificate-authority
+    if config.kubelet_client_certificate:
+        context.load_cert_chain(config.kubelet_client_certificate, config.kubelet_client_key or None)
+    return context
+
+
 async def kubelet_client(app: web.Application) -> AsyncIterator[None]:
     """cleanup_ctx: one client session for talking to kubelets, for the app's lifetime."""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5)) as session:
+    connector = aiohttp.TCPConnector(ssl=kubelet_tls(app[STATE].config))
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=5),
+                                     connector=connector) as session:
         app[KUBELET_SESSION] = session
         yield
 

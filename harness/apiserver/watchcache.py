@@ -45,6 +45,17 @@ def decode(value: bytes, revision: int) -> dict[str, Any]:
     return obj
 
 
+def readable(key: str, value: bytes, revision: int) -> dict[str, Any] | None:
+    """The object, or None (logged) for a value this apiserver cannot read, such as one encrypted with a key it was
+    not given: one unreadable object must not take the whole kind's cache down (upstream fails just that key)."""
+    try:
+        return decode(value, revision)
+    except (orjson.JSONDecodeError, UnicodeDecodeError, TypeError) as exc:
+        log.error("watch cache: %s at revision %d cannot be read (%s); is it encrypted with a key this apiserver "
+                  "lacks (--encryption-provider-config)?", key, revision, exc)
+        return None
+
+
 @dataclass(slots=True)
 class WatchEvent:
     """An event as watchers see it: decoded, with the object's previous state if known."""
@@ -161,7 +172,9 @@ class WatchCache:
             page = await self.backend.list(prefix, revision=revision, limit=5000, start=start)
             revision = page.revision
             for rec in page.records:
-                objects[rec.key] = decode(rec.value, rec.revision)
+                obj = readable(rec.key, rec.value, rec.revision)
+                if obj is not None:
+                    objects[rec.key] = obj
             if not page.more or not page.records:
                 break
             start = page.records[-1].key + "\x00"
@@ -196,7 +209,10 @@ class WatchCache:
 
     def _apply(self, ev: Event) -> None:
         prev = self.objects.get(ev.key)
-        obj = decode(ev.value, ev.revision)
+        found = readable(ev.key, ev.value, ev.revision)
+        if found is None:
+            return
+        obj = found
         if ev.type == "DELETED":
             self.objects.pop(ev.key, None)
         else:

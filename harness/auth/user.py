@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 MASTERS = "system:masters"
 AUTHENTICATED = "system:authenticated"
@@ -25,6 +27,21 @@ class UserInfo:
 
     def extra_dict(self) -> dict[str, list[str]]:
         return {key: list(values) for key, values in self.extra}
+
+
+def from_peer_certificate(peer_cert: Mapping[str, Any] | None) -> UserInfo | None:
+    """The user of a client certificate the TLS layer verified (Python's decoded form): CN the name, each O a group;
+    None without a certificate or without a common name."""
+    if not peer_cert:
+        return None
+    common, orgs = "", []
+    for rdn in peer_cert.get("subject", ()):
+        for key, value in rdn:
+            if key == "commonName":
+                common = value
+            elif key == "organizationName":
+                orgs.append(value)
+    return UserInfo(common, tuple(orgs)) if common else None
 
 
 def service_account_username(namespace: str, name: str) -> str:

@@ -6,15 +6,19 @@ import argparse
 import asyncio
 import logging
 import re
+from pathlib import Path
 
+from harness.api import registry
 from harness.apiserver import serving
 from harness.apiserver.allocators import IPRange, PortRange, RangeError
 from harness.apiserver.app import build_app
+from harness.apiserver.audit import AuditConfigError
 from harness.apiserver.authn import AuthnConfigError
 from harness.apiserver.authz import AuthzConfigError, parse_modes
 from harness.apiserver.state import Config
 from harness.cli import logs
 from harness.cli.lifecycle import serve_until_signalled
+from harness.storage import encryption
 from harness.storage.backend import Backend
 from harness.storage.etcd import EtcdBackend
 
@@ -28,6 +32,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=6443,
                    help="plain-HTTP port, where every request is the cluster admin (default 6443; 0 for none). "
                         "It goes away once every client of a cluster speaks HTTPS")
+    p.add_argument("--etcd-cafile", default="", help="the CA that signed etcd's serving certificate")
+    p.add_argument("--etcd-certfile", default="", help="the client certificate to present to etcd")
+    p.add_argument("--etcd-keyfile", default="", help="the key of --etcd-certfile")
+    p.add_argument("--kubelet-client-certificate", default="", help="the client certificate shown to kubelets")
+    p.add_argument("--kubelet-client-key", default="", help="the key of --kubelet-client-certificate")
+    p.add_argument("--kubelet-certificate-authority", default="",
+                   help="the CA kubelets' serving certificates must chain to (default: not verified)")
     p.add_argument("--secure-port", type=int, default=0,
                    help="HTTPS port; requests there are authenticated (default 0: none)")
     p.add_argument("--tls-cert-file", default="", help="the HTTPS serving certificate (PEM; the chain, leaf first)")
@@ -51,6 +62,16 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated audiences tokens must name (default: the first issuer)")
     p.add_argument("--service-account-max-token-expiration", type=duration, default=0, metavar="DURATION",
                    help="the longest lifetime a TokenRequest gets (default: as asked)")
+    p.add_argument("--encryption-provider-config", default="",
+                   help="an apiserver.config.k8s.io/v1 EncryptionConfiguration: which resources are encrypted in "
+                        "etcd, with which keys (aescbc, aesgcm, identity)")
+    p.add_argument("--audit-policy-file", default="", help="an audit.k8s.io/v1 Policy: which requests are logged, "
+                   "at which level")
+    p.add_argument("--audit-log-path", default="", help="where audit events go, as JSON lines ('-': stdout)")
+    p.add_argument("--audit-log-maxsize", type=int, default=0, metavar="MB", help="rotate the audit log at this size")
+    p.add_argument("--audit-log-maxbackup", type=int, default=0, help="rotated audit logs kept (0: all)")
+    p.add_argument("--audit-log-maxage", type=int, default=0, metavar="DAYS",
+                   help="rotated audit logs older than this are removed (0: kept)")
     p.add_argument("--authorization-mode", default="AlwaysAllow",
                    help="comma-separated authorizers, asked in order: AlwaysAllow, AlwaysDeny, Node, RBAC "
                         "(default AlwaysAllow; clusters run Node,RBAC)")
@@ -105,7 +126,13 @@ def config_from(args: argparse.Namespace) -> Config:
         modes = parse_modes(args.authorization_mode)
     except AuthzConfigError as exc:
         raise SystemExit(f"harness apiserver: {exc}") from None
-    return Config(etcd_servers=servers, bind_address=args.bind_address, port=args.port,
+    if bool(args.etcd_certfile) != bool(args.etcd_keyfile):
+        raise SystemExit("harness apiserver: --etcd-certfile and --etcd-keyfile go together")
+    return Config(etcd_servers=servers, etcd_cafile=args.etcd_cafile, etcd_certfile=args.etcd_certfile,
+                  etcd_keyfile=args.etcd_keyfile, kubelet_client_certificate=args.kubelet_client_certificate,
+                  kubelet_client_key=args.kubelet_client_key,
+                  kubelet_certificate_authority=args.kubelet_certificate_authority,
+                  bind_address=args.bind_address, port=args.port,
                   secure_port=args.secure_port, tls_cert_file=args.tls_cert_file,
                   tls_private_key_file=args.tls_private_key_file, cert_dir=args.cert_dir,
                   client_ca_file=args.client_ca_file, token_auth_file=args.token_auth_file,
@@ -115,6 +142,9 @@ def config_from(args: argparse.Namespace) -> Config:
                   service_account_issuers=tuple(args.service_account_issuer),
                   api_audiences=[a.strip() for a in args.api_audiences.split(",") if a.strip()],
                   service_account_max_token_expiration=args.service_account_max_token_expiration,
+                  audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path,
+                  audit_log_maxsize=args.audit_log_maxsize, audit_log_maxbackup=args.audit_log_maxbackup,
+                  audit_log_maxage=args.audit_log_maxage,
                   admission_plugins=plugins, authorization_mode=modes,
                   compaction_interval=args.compaction_interval, event_ttl=args.event_ttl,
                   default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
@@ -129,14 +159,23 @@ def run(args: argparse.Namespace) -> int:
     logs.setup("harness.apiserver", args.log_level)
     config = config_from(args)
 
+    try:
+        rules = encryption.load_config(Path(args.encryption_provider_config)) if args.encryption_provider_config \
+            else None
+    except encryption.EncryptionConfigError as exc:
+        raise SystemExit(f"harness apiserver: {exc}") from None
+
     async def connect() -> Backend:
-        backend = EtcdBackend(config.etcd_servers)
-        await backend.connect()
-        return backend
+        etcd = EtcdBackend(config.etcd_servers, ca_file=config.etcd_cafile or None,
+                           cert_file=config.etcd_certfile or None, key_file=config.etcd_keyfile or None)
+        await etcd.connect()
+        if rules is None:
+            return etcd
+        return encryption.EncryptingBackend(etcd, rules, {k.plural: k.group for k in registry.KINDS})
 
     try:
         app = build_app(config, connect)
-    except (AuthnConfigError, OSError, ValueError) as exc:
+    except (AuthnConfigError, AuditConfigError, OSError, ValueError) as exc:
         raise SystemExit(f"harness apiserver: {exc}") from None
 
     async def main(stop: asyncio.Event) -> int:

@@ -7,7 +7,7 @@ import asyncio
 import logging
 
 from harness.cli import lifecycle, logs
-from harness.cli.flags import boolean
+from harness.cli.flags import add_secure_serving, boolean, secure_serving_from
 from harness.controllers.base import Options
 from harness.controllers.manager import CONTROLLERS, select
 from harness.controllers.server import Config, serve
@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    metavar="BOOL", help="each controller acts as its own kube-system service account")
     p.add_argument("--root-ca-file", default="",
                    help="the cluster CA, published to every namespace as the ConfigMap kube-root-ca.crt")
+    add_secure_serving(p)
     p.add_argument("--log-level", default="info")
 
 
@@ -49,7 +50,8 @@ def config_from(args: argparse.Namespace) -> Config:
                   port=args.secure_port, leader_elect=args.leader_elect,
                   lease_duration=args.leader_elect_lease_duration, renew_deadline=args.leader_elect_renew_deadline,
                   retry_period=args.leader_elect_retry_period, options=options,
-                  use_service_account_credentials=args.use_service_account_credentials)
+                  use_service_account_credentials=args.use_service_account_credentials,
+                  secure=secure_serving_from(args, "controller-manager"))
 
 
 async def main(config: Config) -> int:

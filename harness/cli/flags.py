@@ -1,8 +1,10 @@
-"""Argument types shared by the component commands."""
+"""Argument types and flag groups shared by the component commands."""
 
 from __future__ import annotations
 
 import argparse
+
+from harness.machinery.health import SecureServing
 
 
 def boolean(text: str) -> bool:
@@ -12,3 +14,22 @@ def boolean(text: str) -> bool:
     if value in ("false", "0", "no", "f"):
         return False
     raise argparse.ArgumentTypeError(f"expected true or false, not {text!r}")
+
+
+def add_secure_serving(p: argparse.ArgumentParser) -> None:
+    """The secure port's flags of the scheduler and the controller-manager, with upstream's names."""
+    p.add_argument("--tls-cert-file", default="",
+                   help="serve the secure port over HTTPS with this certificate (default: plain HTTP)")
+    p.add_argument("--tls-private-key-file", default="", help="the key of --tls-cert-file")
+    p.add_argument("--client-ca-file", default="", help="client certificates of this CA authenticate")
+    p.add_argument("--authorization-always-allow-paths", default="/healthz,/readyz,/livez",
+                   help="paths served without authorization (default /healthz,/readyz,/livez)")
+
+
+def secure_serving_from(args: argparse.Namespace, program: str) -> SecureServing | None:
+    if bool(args.tls_cert_file) != bool(args.tls_private_key_file):
+        raise SystemExit(f"harness {program}: --tls-cert-file and --tls-private-key-file go together")
+    if not args.tls_cert_file:
+        return None
+    paths = tuple(p.strip() for p in args.authorization_always_allow_paths.split(",") if p.strip())
+    return SecureServing(args.tls_cert_file, args.tls_private_key_file, args.client_ca_file, paths)

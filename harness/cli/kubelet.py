@@ -11,9 +11,11 @@ import socket
 from pathlib import Path
 
 from harness.cli import lifecycle, logs
+from harness.cli.flags import boolean
 from harness.cli.hollow import parse_labels
 from harness.client import rest
 from harness.kubelet import server
+from harness.kubelet.auth import kubelet_auth
 from harness.kubelet.config import KubeletConfig
 from harness.kubelet.kubelet import Kubelet
 
@@ -31,6 +33,17 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=10250, help="port of the kubelet API (default 10250)")
     p.add_argument("--tls-cert-file", default="", help="serve the kubelet API over HTTPS with this certificate")
     p.add_argument("--tls-private-key-file", default="")
+    p.add_argument("--client-ca-file", default="", help="client certificates of this CA authenticate: CN the user")
+    p.add_argument("--authentication-token-webhook", type=boolean, nargs="?", const=True, default=False,
+                   metavar="BOOL", help="bearer tokens authenticate through the apiserver's TokenReview")
+    p.add_argument("--anonymous-auth", type=boolean, nargs="?", const=True, default=True, metavar="BOOL",
+                   help="requests without credentials are system:anonymous (default true, as upstream's flag)")
+    p.add_argument("--authorization-mode", choices=("AlwaysAllow", "Webhook"), default="AlwaysAllow",
+                   help="Webhook: every request is a SubjectAccessReview of nodes/<subresource>")
+    p.add_argument("--read-only-port", type=int, default=0,
+                   help="harness has no read-only port: only 0 is accepted (CIS 4.2.4)")
+    p.add_argument("--healthz-bind-address", default="127.0.0.1")
+    p.add_argument("--healthz-port", type=int, default=10248, help="plain-HTTP /healthz (0: none; default 10248)")
     p.add_argument("--cpu", default=None, help="CPU capacity to report (default: the machine's)")
     p.add_argument("--memory", default=None, help="memory capacity to report, e.g. 4Gi (default: the machine's)")
     p.add_argument("--max-pods", type=int, default=110)
@@ -74,7 +87,10 @@ def config_from(args: argparse.Namespace) -> KubeletConfig:
     return KubeletConfig(
         node_name=args.node_name, node_ip=args.node_ip, root_dir=Path(args.root_dir), run_dir=Path(args.run_dir),
         pod_log_dir=Path(args.pod_log_dir), address=args.address, port=args.port,
-        tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_private_key_file, cpu=args.cpu, memory=args.memory,
+        tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_private_key_file, client_ca_file=args.client_ca_file,
+        authentication_token_webhook=args.authentication_token_webhook, anonymous_auth=args.anonymous_auth,
+        authorization_mode=args.authorization_mode, healthz_bind_address=args.healthz_bind_address,
+        healthz_port=args.healthz_port, cpu=args.cpu, memory=args.memory,
         max_pods=args.max_pods, labels=parse_labels(args.node_labels), taints=parse_taints(args.register_with_taints),
         pod_cidr=args.pod_cidr, heartbeat=args.node_lease_renew_interval,
         status_interval=args.node_status_update_frequency, relist_period=args.relist_period,
@@ -98,8 +114,15 @@ async def main(config: KubeletConfig, kubeconfig: str) -> int:
     async with rest.Client.from_kubeconfig(kubeconfig, user_agent=f"harness-kubelet/{config.node_name}") as client:
         await rest.wait_until_ready(client)
         kubelet = Kubelet(client, config)
+        auth = None
+        if (config.authorization_mode == "Webhook" or config.authentication_token_webhook
+                or not config.anonymous_auth):
+            auth = kubelet_auth(client, config.node_name, anonymous=config.anonymous_auth,
+                                tokens=config.authentication_token_webhook,
+                                webhook_authorization=config.authorization_mode == "Webhook")
         async with server.serve(kubelet, host=config.address, port=config.port, cert=config.tls_cert_file,
-                                key=config.tls_key_file):
+                                key=config.tls_key_file, client_ca=config.client_ca_file, auth=auth,
+                                healthz_host=config.healthz_bind_address, healthz_port=config.healthz_port):
             log.info("kubelet API on %s:%d", config.address, config.port)
             await kubelet.run(stop)
     log.info("kubelet stopped; its containers keep running")
@@ -108,6 +131,9 @@ async def main(config: KubeletConfig, kubeconfig: str) -> int:
 
 def run(args: argparse.Namespace) -> int:
     logs.setup("harness.kubelet", args.log_level)
+    if args.read_only_port:
+        raise SystemExit("harness kubelet: --read-only-port: harness serves no unauthenticated read-only port; "
+                         "give 0 (upstream's recommended value) or leave it out")
     config = config_from(args)
     preflight(config)
     return asyncio.run(main(config, args.kubeconfig))

@@ -37,15 +37,15 @@ DEFAULT_NAME = "local"
 SUPERVISORCTL = f"{Path(sys.executable).parent}/supervisorctl -c /etc/harness/supervisor/supervisord.conf"
 # What each program serves its health on (port, path), checked from this host at the node's IP; HTTPS ones are
 # checked against the cluster CA (their health paths answer anonymous requests, as upstream's).
-HTTPS_PROGRAMS = frozenset({"harness-apiserver"})
+HTTPS_PROGRAMS = frozenset({"harness-apiserver", "harness-scheduler", "harness-controller-manager"})
 HEALTH = {
     "harness-apiserver": (6443, "/readyz"),
     "harness-scheduler": (10259, "/healthz"),
     "harness-controller-manager": (10257, "/healthz"),
     "harness-dns": (8080, "/readyz"),
-    "harness-kubelet": (10250, "/healthz"),
+    "harness-kubelet": (10248, "/healthz"),  # --healthz-port: 10250 wants a certificate or token
     "harness-kube-proxy": (10256, "/healthz"),
-    "harness-etcd": (2379, "/health"),
+    "harness-etcd": (2381, "/health"),  # --listen-metrics-urls: the client port wants an etcd client certificate
     "harness-prometheus": (9090, "/-/ready"),
     "harness-log-agent": (24221, "/healthz"),
     "harness-log-aggregator": (24220, "/healthz"),

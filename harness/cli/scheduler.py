@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from harness.cli import lifecycle, logs
-from harness.cli.flags import boolean
+from harness.cli.flags import add_secure_serving, boolean, secure_serving_from
 from harness.scheduler.profile import DEFAULT_SCHEDULER_NAME
 from harness.scheduler.server import Config, serve
 
@@ -34,6 +34,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="stop filtering once this share of nodes is feasible; 0 = adaptive (default)")
     p.add_argument("--pod-max-in-unschedulable-pods-duration", type=float, default=60.0, metavar="SECONDS",
                    help="retry unschedulable pods at least this often (default 60)")
+    add_secure_serving(p)
     p.add_argument("--log-level", default="info")
 
 
@@ -41,6 +42,7 @@ def config_from(args: argparse.Namespace) -> Config:
     if not 0 <= args.percentage_of_nodes_to_score <= 100:
         raise SystemExit("harness scheduler: --percentage-of-nodes-to-score must be between 0 and 100")
     return Config(kubeconfig=args.kubeconfig, scheduler_name=args.scheduler_name, bind_address=args.bind_address,
+                  secure=secure_serving_from(args, "scheduler"),
                   port=args.secure_port, leader_elect=args.leader_elect,
                   lease_duration=args.leader_elect_lease_duration, renew_deadline=args.leader_elect_renew_deadline,
                   retry_period=args.leader_elect_retry_period, lease_name=args.leader_elect_resource_name,

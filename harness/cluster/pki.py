@@ -13,8 +13,10 @@ Keys are 0600, directories 0700.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import ipaddress
+import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +28,8 @@ from harness.util.files import write_atomic
 CA, ETCD_CA, FRONT_PROXY_CA = "ca", "etcd/ca", "front-proxy-ca"
 CA_NAMES = {CA: "kubernetes", ETCD_CA: "etcd-ca", FRONT_PROXY_CA: "front-proxy-ca"}
 SA_KEY, SA_PUB = "sa.key", "sa.pub"
+#: The apiserver's --encryption-provider-config: Secrets encrypted in etcd with a key of the cluster's own.
+ENCRYPTION_CONFIG = "encryption-config.yaml"
 MASTERS_GROUP = "system:masters"
 NODES_GROUP = "system:nodes"
 DNS_DOMAIN = "cluster.local"
@@ -112,6 +116,12 @@ def plan(nodes: Iterable[NodeSpec], *, service_cidr: str, days: int = 365) -> Pl
     ]
     for m in masters:
         sans = (m.name, "localhost", m.ip, "127.0.0.1", "::1")
+        # the scheduler's and controller-manager's secure ports (10259, 10257): serving certificates of the cluster
+        # CA, as k3s issues them (kubeadm leaves them self-signed), so Prometheus and health checks verify them
+        certs += [cert(f"machines/{m.name}/kube-scheduler-server", CA, "kube-scheduler", sans=sans,
+                       usages=(server,), machines=(m.name,)),
+                  cert(f"machines/{m.name}/kube-controller-manager-server", CA, "kube-controller-manager",
+                       sans=sans, usages=(server,), machines=(m.name,))]
         certs += [cert(f"machines/{m.name}/etcd/server", ETCD_CA, m.name, sans=sans, usages=(server, client),
                        machines=(m.name,)),
                   cert(f"machines/{m.name}/etcd/peer", ETCD_CA, m.name, sans=sans, usages=(server, client),
@@ -149,9 +159,10 @@ class Changes:
     cas: tuple[str, ...] = ()
     certs: tuple[str, ...] = ()
     sa_key: bool = False
+    encryption_key: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.cas or self.certs or self.sa_key)
+        return bool(self.cas or self.certs or self.sa_key or self.encryption_key)
 
 
 def _load_ca(directory: Path, name: str) -> x509.Issued | None:
@@ -211,7 +222,20 @@ def ensure(directory: Path, the_plan: Plan, *, now: dt.datetime | None = None, k
         sa_made = True
     elif not (directory / SA_PUB).exists():
         write_atomic(directory / SA_PUB, x509.public_key_pem(x509.load_key(directory / SA_KEY)), mode=0o644)
-    return Changes(tuple(made_cas), tuple(made), sa_made)
+    encryption_made = False
+    if not (directory / ENCRYPTION_CONFIG).exists():
+        write_atomic(directory / ENCRYPTION_CONFIG, encryption_config(os.urandom(32)), mode=0o600)
+        encryption_made = True
+    return Changes(tuple(made_cas), tuple(made), sa_made, encryption_made)
+
+
+def encryption_config(key: bytes) -> bytes:
+    """An EncryptionConfiguration as Kubernetes the Hard Way writes one: Secrets with aescbc (this key), and plain
+    values still readable (identity) for what was written before."""
+    secret = base64.b64encode(key).decode()
+    return (f"apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\nresources:\n"
+            f"  - resources: [secrets]\n    providers:\n      - aescbc:\n          keys:\n"
+            f"            - name: key1\n              secret: {secret}\n      - identity: {{}}\n").encode()
 
 
 def _for(machines: tuple[str, ...], node: NodeSpec) -> bool:
@@ -229,7 +253,7 @@ def files_for(the_plan: Plan, node: NodeSpec) -> list[tuple[str, str, int]]:
             if node.role == "master":
                 files.append((f"{ca}.key", f"{ca}.key", 0o600))
     if node.role == "master":
-        files += [(SA_KEY, SA_KEY, 0o600), (SA_PUB, SA_PUB, 0o644)]
+        files += [(SA_KEY, SA_KEY, 0o600), (SA_PUB, SA_PUB, 0o644), (ENCRYPTION_CONFIG, ENCRYPTION_CONFIG, 0o600)]
     prefix = f"machines/{node.name}/"
     for cert in the_plan.certs:
         if _for(cert.machines, node):

@@ -19,7 +19,7 @@ from harness.client.rest import Client
 from harness.controllers.base import Context, Informers, Options
 from harness.controllers.credentials import ControllerCredentials
 from harness.controllers.manager import run_controllers
-from harness.machinery.health import component_registry, health_server
+from harness.machinery.health import SecureServing, component_registry, health_server
 from harness.machinery.leaderelection import LeaderElector
 
 log = logging.getLogger("harness.controller-manager")
@@ -41,6 +41,8 @@ class Config:
     options: Options = field(default_factory=Options)
     #: Each controller writes as its own kube-system service account (upstream's flag of the same name).
     use_service_account_credentials: bool = False
+    #: HTTPS with delegated authentication and authorization on the secure port; None: plain HTTP.
+    secure: SecureServing | None = None
 
 
 async def serve(config: Config, *, stop: asyncio.Event | None = None) -> int:
@@ -74,8 +76,9 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None) -> int:
         return 1
 
     async with health_server(host=config.bind_address, port=config.port, registry=registry,
-                             ready=leading.is_set):
-        log.info("serving health and metrics on http://%s:%d", config.bind_address, config.port)
+                             ready=leading.is_set, secure=config.secure, reviewer=client):
+        log.info("serving health and metrics on %s://%s:%d", "https" if config.secure else "http",
+                 config.bind_address, config.port)
         running = asyncio.create_task(work(), name="controller-manager")
         stopped = asyncio.create_task(stop.wait())
         try:

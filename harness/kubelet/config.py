@@ -23,6 +23,15 @@ class KubeletConfig:
     port: int = 10250
     tls_cert_file: str = ""
     tls_key_file: str = ""
+    #: Who may use the kubelet API: client certificates of this CA, bearer tokens through TokenReview, anonymous
+    #: requests; and what they may do: everything (AlwaysAllow) or what SubjectAccessReview says (Webhook).
+    client_ca_file: str = ""
+    authentication_token_webhook: bool = False
+    anonymous_auth: bool = True
+    authorization_mode: str = "AlwaysAllow"
+    #: /healthz alone in plain HTTP (upstream's 10248 on 127.0.0.1); 0 for none.
+    healthz_bind_address: str = "127.0.0.1"
+    healthz_port: int = 0
     # what the node reports; None = read from the machine
     cpu: str | None = None
     memory: str | None = None

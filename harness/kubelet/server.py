@@ -21,6 +21,7 @@ from prometheus_client import generate_latest
 
 from harness.kubelet import execstream
 from harness.kubelet.runtime.crilog import CriLogError, read_log
+from harness.machinery.delegatedauth import DelegatedAuth
 from harness.util import rfc3339
 
 if TYPE_CHECKING:
@@ -47,7 +48,7 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("1", "true", "yes")
 
 
-def build_app(kubelet: Kubelet) -> web.Application:
+def build_app(kubelet: Kubelet, *, auth: DelegatedAuth | None = None) -> web.Application:
     async def healthz(request: web.Request) -> web.Response:
         if not kubelet.ready.is_set():
             return web.Response(status=503, text="kubelet is starting: registering the node and syncing pods\n")
@@ -124,7 +125,7 @@ def build_app(kubelet: Kubelet) -> web.Application:
         return await execstream.serve(request, kubelet.runtime.exec_command(attempts[-1].id, command),
                                       argv=command, stdin=_flag(request, "input") or _flag(request, "stdin"))
 
-    app = web.Application()
+    app = web.Application(middlewares=[auth.middleware()] if auth is not None else [])
     app.router.add_get("/exec/{namespace}/{pod}/{container}", exec_)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
@@ -134,17 +135,43 @@ def build_app(kubelet: Kubelet) -> web.Application:
     return app
 
 
+def tls_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext:
+    """The kubelet API's TLS: its serving certificate, and client certificates of `client_ca` asked for (not
+    required: a bearer token will do)."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(cert, key)
+    if client_ca:
+        context.load_verify_locations(cafile=client_ca)
+        context.verify_mode = ssl.CERT_OPTIONAL
+    return context
+
+
+def healthz_app(kubelet: Kubelet) -> web.Application:
+    """`--healthz-port`: /healthz alone, in plain HTTP and without authentication, as upstream's 10248."""
+    async def healthz(request: web.Request) -> web.Response:
+        if not kubelet.ready.is_set():
+            return web.Response(status=503, text="kubelet is starting\n")
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_get("/healthz", healthz)
+    return app
+
+
 @asynccontextmanager
-async def serve(kubelet: Kubelet, *, host: str, port: int, cert: str = "", key: str = "") -> AsyncIterator[Any]:
-    context: ssl.SSLContext | None = None
-    if cert and key:
-        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        context.load_cert_chain(cert, key)
-    runner = web.AppRunner(build_app(kubelet), access_log=None, shutdown_timeout=1.0)
-    await runner.setup()
-    site = web.TCPSite(runner, host, port, ssl_context=context)
-    await site.start()
+async def serve(kubelet: Kubelet, *, host: str, port: int, cert: str = "", key: str = "", client_ca: str = "",
+                auth: DelegatedAuth | None = None, healthz_host: str = "", healthz_port: int = 0) -> AsyncIterator[Any]:
+    context = tls_context(cert, key, client_ca) if cert and key else None
+    runners = [web.AppRunner(build_app(kubelet, auth=auth), access_log=None, shutdown_timeout=1.0)]
+    sites: list[tuple[str, int, ssl.SSLContext | None]] = [(host, port, context)]
+    if healthz_port:
+        runners.append(web.AppRunner(healthz_app(kubelet), access_log=None, shutdown_timeout=1.0))
+        sites.append((healthz_host or "127.0.0.1", healthz_port, None))
     try:
-        yield runner
+        for runner, (site_host, site_port, site_context) in zip(runners, sites, strict=True):
+            await runner.setup()
+            await web.TCPSite(runner, site_host, site_port, ssl_context=site_context).start()
+        yield runners[0]
     finally:
-        await asyncio.shield(runner.cleanup())
+        for runner in runners:
+            await asyncio.shield(runner.cleanup())

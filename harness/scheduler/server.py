@@ -21,7 +21,7 @@ from harness.client import rest
 from harness.client.events import EventRecorder
 from harness.client.rest import Client
 from harness.machinery import informer
-from harness.machinery.health import health_server
+from harness.machinery.health import SecureServing, health_server
 from harness.machinery.informer import Informer
 from harness.machinery.leaderelection import LeaderElector
 from harness.scheduler.cache import SchedulerCache
@@ -52,6 +52,8 @@ class Config:
     lease_name: str = "kube-scheduler"
     lease_namespace: str = "kube-system"
     identity: str = ""  # default: <hostname>_<uuid>, as upstream
+    #: HTTPS with delegated authentication and authorization on the secure port; None: plain HTTP.
+    secure: SecureServing | None = None
     percentage_of_nodes_to_score: int = 0  # 0: adaptive
     assume_ttl: float = 30.0
     initial_backoff: float = 1.0
@@ -127,8 +129,9 @@ async def serve(config: Config, *, stop: asyncio.Event | None = None,
     server = server or SchedulerServer(config)
     stop = stop or asyncio.Event()
     async with health_server(host=config.bind_address, port=config.port, registry=server.metrics.registry,
-                             ready=lambda: server.ready):
-        log.info("serving health and metrics on http://%s:%d", config.bind_address, config.port)
+                             ready=lambda: server.ready, secure=config.secure, reviewer=server.client):
+        log.info("serving health and metrics on %s://%s:%d", "https" if config.secure else "http",
+                 config.bind_address, config.port)
         running = asyncio.create_task(server.run(), name="scheduler")
         stopped = asyncio.create_task(stop.wait())
         try:

@@ -25,6 +25,7 @@ import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Literal, NoReturn
@@ -43,11 +44,23 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@dataclass(frozen=True)
+class ServerTLS:
+    """etcd's serving certificate and the CA its clients' certificates must be signed by (--client-cert-auth)."""
+
+    ca_file: str
+    cert_file: str
+    key_file: str
+
+
 class LocalEtcd:
     """One etcd process on 127.0.0.1; see the module docstring."""
 
     def __init__(self, *, data_dir: str | os.PathLike[str] | None = None, port: int = 0, peer_port: int = 0,
-                 name: str = "harness", binary: str = "etcd", log_level: str = "warn") -> None:
+                 name: str = "harness", binary: str = "etcd", log_level: str = "warn",
+                 tls: ServerTLS | None = None) -> None:
+        self.tls = tls
+        self.metrics_port = 0
         self.port = port
         self.peer_port = peer_port
         self.name = name
@@ -62,10 +75,10 @@ class LocalEtcd:
 
     @property
     def endpoint(self) -> str:
-        """The client URL, e.g. `http://127.0.0.1:2379`."""
+        """The client URL, e.g. `http://127.0.0.1:2379` (`https://` with TLS)."""
         if not self.port:
             raise RuntimeError("LocalEtcd has no port until it is started")
-        return f"http://{HOST}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{HOST}:{self.port}"
 
     @property
     def directory(self) -> Path:
@@ -157,6 +170,7 @@ class LocalEtcd:
             raise RuntimeError(f"etcd already running from {self._dir} (pid {pid})")
         self.port = self._given_ports[0] or free_port()
         self.peer_port = self._given_ports[1] or free_port()
+        self.metrics_port = free_port() if self.tls else 0
         # ETCD_* variables would silently change the flags below.
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD_")}
         with open(self.log_file, "ab") as log:
@@ -168,7 +182,10 @@ class LocalEtcd:
             atexit.register(self.stop)
 
     def _command(self, executable: str) -> list[str]:
-        client, peer = f"http://{HOST}:{self.port}", f"http://{HOST}:{self.peer_port}"
+        client, peer = self.endpoint, f"http://{HOST}:{self.peer_port}"
+        tls = [] if self.tls is None else [
+            "--cert-file", self.tls.cert_file, "--key-file", self.tls.key_file, "--client-cert-auth",
+            "--trusted-ca-file", self.tls.ca_file, "--listen-metrics-urls", f"http://{HOST}:{self.metrics_port}"]
         return [
             executable,
             "--name", self.name,
@@ -184,13 +201,15 @@ class LocalEtcd:
             "--logger", "zap",
             "--log-outputs", "stderr",
             "--log-level", self.log_level,
+            *tls,
         ]
 
     def _probe(self) -> Literal["up", "starting", "exited"]:
         assert self._proc is not None
         if self._proc.poll() is not None:
             return "exited"
-        conn = http.client.HTTPConnection(HOST, self.port, timeout=1.0)
+        # with TLS, /health is asked on the plain metrics port (the client port wants a certificate)
+        conn = http.client.HTTPConnection(HOST, self.metrics_port or self.port, timeout=1.0)
         try:
             conn.request("GET", "/health")
             resp = conn.getresponse()

@@ -11,6 +11,9 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+from typing import Any
+
+import yaml
 
 Pathish = str | os.PathLike[str]
 
@@ -47,3 +50,18 @@ def write_atomic(path: Pathish, data: bytes | str, *, mode: int = 0o644, durable
 
 
 __all__ = ["fsync_dir", "write_atomic"]
+
+
+class UnreadableFile(Exception):
+    """A file that cannot be read or parsed; the message says why, without the path (callers name it)."""
+
+
+def read_yaml(path: Pathish) -> Any:
+    """The YAML document in a file; UnreadableFile with the reason when it cannot be read or is not YAML."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.safe_load(f)
+    except OSError as exc:
+        raise UnreadableFile(exc.strerror or str(exc)) from None
+    except yaml.YAMLError as exc:
+        raise UnreadableFile(f"not YAML: {exc}") from None

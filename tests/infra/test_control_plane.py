@@ -12,11 +12,11 @@ from tests.infra.support import InfraCluster
 
 testinfra_hosts = ["ansible://masters"]
 
-# docs/architecture.md ("Ports") on a master: etcd client/peer, apiserver, controller-manager, scheduler; cluster
-# DNS (53, with its health/metrics port 8080 as CoreDNS has); sshd (22) to reach the machine; the log agent's
+# docs/architecture.md ("Ports") on a master: etcd client/peer/metrics, apiserver, controller-manager, scheduler;
+# cluster DNS (53, with its health/metrics port 8080 as CoreDNS has); sshd (22) to reach the machine; the log agent's
 # /healthz and /metrics (24221); on the first: Prometheus (9090) and the log aggregator (Forward 24224, its query
 # API 24220).
-MASTER_TCP = {22, 2379, 2380, 6443, 10257, 10259, 53, 8080, 24221}
+MASTER_TCP = {22, 2379, 2380, 2381, 6443, 10257, 10259, 53, 8080, 24221}
 FIRST_MASTER_TCP = {9090, 24224, 24220}
 MASTER_UDP = {53}
 

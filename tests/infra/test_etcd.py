@@ -9,8 +9,13 @@ from tests.infra.support import InfraCluster
 testinfra_hosts = ["ansible://etcd"]
 
 
+PKI = "/etc/harness/pki/etcd"
+
+
 def etcdctl(cluster: InfraCluster, ip: str) -> str:
-    return f"etcdctl --endpoints http://{ip}:2379"
+    """etcdctl as the health-check client of the etcd CA."""
+    return (f"etcdctl --endpoints https://{ip}:2379 --cacert {PKI}/ca.crt --cert {PKI}/healthcheck-client.crt "
+            f"--key {PKI}/healthcheck-client.key")
 
 
 def test_member_is_healthy(host: Any, cluster: InfraCluster) -> None:

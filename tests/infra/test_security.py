@@ -8,6 +8,7 @@ kubelet's authentication, audit, encryption at rest) are added with that work.
 
 from __future__ import annotations
 
+import base64
 import json
 import ssl
 import urllib.error
@@ -146,6 +147,94 @@ def test_cis_1_2_24_to_30_tls_and_service_account_flags(apiserver: dict[str, str
     assert apiserver["--port"] == "0", "no plain-HTTP port"
 
 
+def test_cis_1_2_17_to_20_audit_log_is_on(apiserver: dict[str, str]) -> None:
+    """1.2.17 audit-log-path; 1.2.18 maxage 30; 1.2.19 maxbackup 10; 1.2.20 maxsize 100."""
+    assert apiserver["--audit-log-path"] == "/var/log/harness/audit.log"
+    assert apiserver["--audit-policy-file"] == "/etc/harness/audit-policy.yaml"
+    assert int(apiserver["--audit-log-maxage"]) >= 30
+    assert int(apiserver["--audit-log-maxbackup"]) >= 10
+    assert int(apiserver["--audit-log-maxsize"]) >= 100
+
+
+def test_a_change_is_in_the_audit_log_with_who_made_it(cluster: InfraCluster) -> None:
+    with cluster.namespace("audit") as ns:
+        name = f"audited-{uuid.uuid4().hex[:6]}"
+        done = cluster.kubectl("create", "configmap", name, "-n", ns, "--from-literal=k=v")
+        assert done.returncode == 0, done.stderr
+
+        def events() -> list[dict[str, Any]]:
+            found = []
+            for master in cluster.masters:
+                text = cluster.host(master.name).run(f"grep -h '{name}' /var/log/harness/audit.log || true").stdout
+                found += [json.loads(line) for line in text.splitlines() if line.strip()]
+            return found
+
+        cluster.wait(lambda: any(e["verb"] == "create" for e in events()), 30, "no audit event for the create")
+        [event] = [e for e in events() if e["verb"] == "create"]
+        assert event["user"]["username"] == "kubernetes-admin"
+        assert event["objectRef"]["name"] == name and event["level"] == "Metadata", "config maps: metadata only"
+        assert event["responseStatus"]["code"] == 201
+        assert event["annotations"]["authorization.k8s.io/decision"] == "allow"
+
+
+def test_cis_1_2_31_secrets_are_encrypted_in_etcd(cluster: InfraCluster, apiserver: dict[str, str]) -> None:
+    """1.2.31 encryption-provider-config, and a secret read from etcd itself holds no plaintext."""
+    assert apiserver["--encryption-provider-config"] == f"{PKI}/encryption-config.yaml"
+    with cluster.namespace("enc") as ns:
+        name = f"s-{uuid.uuid4().hex[:6]}"
+        done = cluster.kubectl("create", "secret", "generic", name, "-n", ns, "--from-literal=password=plaintext-99")
+        assert done.returncode == 0, done.stderr
+        master = cluster.masters[0]
+        encoded = cluster.host(master.name).run(
+            f"etcdctl --endpoints https://{master.ip}:2379 --cacert {PKI}/etcd/ca.crt "
+            f"--cert {PKI}/apiserver-etcd-client.crt --key {PKI}/apiserver-etcd-client.key "
+            f"get /registry/secrets/{ns}/{name} --print-value-only | base64 -w0").stdout
+        stored = base64.b64decode(encoded)
+        assert stored.startswith(b"k8s:enc:aescbc:v1:key1:"), stored[:40]
+        assert b"plaintext-99" not in stored and b"cGxhaW50ZXh0LTk5" not in stored
+        assert cluster.get("secret", name, "-n", ns)["data"]["password"] == "cGxhaW50ZXh0LTk5"
+
+
+def test_cis_1_2_27_and_30_the_apiserver_reaches_etcd_with_its_certificate(apiserver: dict[str, str]) -> None:
+    """1.2.27 etcd-certfile and etcd-keyfile; 1.2.30 etcd-cafile; every etcd server over https."""
+    assert apiserver["--etcd-certfile"] == f"{PKI}/apiserver-etcd-client.crt"
+    assert apiserver["--etcd-keyfile"] == f"{PKI}/apiserver-etcd-client.key"
+    assert apiserver["--etcd-cafile"] == f"{PKI}/etcd/ca.crt"
+    assert all(url.startswith("https://") for url in apiserver["--etcd-servers"].split(","))
+
+
+# -- 2: etcd -----------------------------------------------------------------------------------
+
+
+def test_cis_2_1_to_2_5_etcd_speaks_tls_with_client_certificates(cluster: InfraCluster) -> None:
+    """2.1 cert-file and key-file; 2.2 client-cert-auth; 2.4 peer cert-file and key-file; 2.5 peer-client-cert-auth;
+    and 2.3 (auto-tls) and 2.6 (peer-auto-tls) not set."""
+    for master in cluster.masters:
+        etcd = flags(cluster, master.name, "harness-etcd")
+        assert etcd["--cert-file"] == f"{PKI}/etcd/server.crt"
+        assert etcd["--key-file"] == f"{PKI}/etcd/server.key"
+        assert etcd["--client-cert-auth"] == "true"
+        assert etcd["--peer-cert-file"] == f"{PKI}/etcd/peer.crt"
+        assert etcd["--peer-client-cert-auth"] == "true"
+        assert "--auto-tls" not in etcd and "--peer-auto-tls" not in etcd
+        assert etcd["--listen-client-urls"].startswith("https://")
+
+
+def test_etcd_refuses_a_client_without_a_certificate(cluster: InfraCluster) -> None:
+    master = cluster.masters[0]
+    host = cluster.host(master.name)
+    plain = host.run(f"etcdctl --endpoints https://{master.ip}:2379 --cacert {PKI}/etcd/ca.crt "
+                     "--dial-timeout 3s --command-timeout 3s endpoint health")
+    assert plain.rc != 0, plain.stdout
+    other_ca = host.run(f"etcdctl --endpoints https://{master.ip}:2379 --cacert {PKI}/etcd/ca.crt "
+                        f"--cert {PKI}/apiserver-kubelet-client.crt --key {PKI}/apiserver-kubelet-client.key "
+                        "--dial-timeout 3s --command-timeout 3s endpoint health")
+    assert other_ca.rc != 0, "a certificate of the cluster CA is not one of the etcd CA"
+    ok = host.run(f"etcdctl --endpoints https://{master.ip}:2379 --cacert {PKI}/etcd/ca.crt "
+                  f"--cert {PKI}/etcd/healthcheck-client.crt --key {PKI}/etcd/healthcheck-client.key endpoint health")
+    assert ok.rc == 0, ok.stderr
+
+
 # -- 1.3: the controller-manager ---------------------------------------------------------------
 
 
@@ -156,6 +245,72 @@ def test_cis_1_3_3_and_5_controllers_use_their_own_accounts(cluster: InfraCluste
     assert cm["--root-ca-file"] == f"{PKI}/ca.crt"
     accounts = {sa["metadata"]["name"] for sa in cluster.get("serviceaccounts", "-n", "kube-system")["items"]}
     assert {"deployment-controller", "replicaset-controller", "namespace-controller"} <= accounts
+
+
+# -- 4.2: the kubelet --------------------------------------------------------------------------
+
+
+def test_cis_4_2_1_to_4_kubelet_authenticates_and_authorizes(cluster: InfraCluster) -> None:
+    """4.2.1 anonymous-auth false; 4.2.2 authorization-mode not AlwaysAllow; 4.2.3 client-ca-file; 4.2.4
+    read-only-port 0; 4.2.10 tls-cert-file and key."""
+    for worker in cluster.workers:
+        kubelet = flags(cluster, worker.name, "harness-kubelet")
+        assert kubelet["--anonymous-auth"] == "false"
+        assert kubelet["--authorization-mode"] == "Webhook"
+        assert kubelet["--authentication-token-webhook"] == "true"
+        assert kubelet["--client-ca-file"] == f"{PKI}/ca.crt"
+        assert kubelet["--read-only-port"] == "0"
+        assert kubelet["--tls-cert-file"] == f"{PKI}/kubelet.crt"
+
+
+def kubelet_get(cluster: InfraCluster, path: str, context: ssl.SSLContext) -> tuple[int, str]:
+    worker = cluster.workers[0]
+    try:
+        with urllib.request.urlopen(f"https://{worker.ip}:10250{path}", timeout=10, context=context) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read().decode()
+
+
+def test_the_kubelet_api_refuses_anonymous_and_unauthorized_callers(cluster: InfraCluster) -> None:
+    assert kubelet_get(cluster, "/pods", anonymous(cluster)) == (401, "Unauthorized")
+    worker = cluster.workers[0].name
+    code, text = kubelet_get(cluster, "/pods", certificate(cluster, "dns"))
+    assert (code, text) == (403, "Forbidden (user=system:kube-dns, verb=get, resource=nodes, subresource=pods)")
+    code, text = kubelet_get(cluster, "/metrics", certificate(cluster, "prometheus"))
+    assert code == 200 and "kubelet_running_pods" in text, "Prometheus may read nodes/metrics"
+    code, _ = kubelet_get(cluster, "/pods", certificate(cluster, "apiserver-kubelet-client"))
+    assert code == 200, f"the apiserver's client certificate reaches {worker}'s pods"
+
+
+def test_the_apiserver_verifies_the_kubelets_certificate(cluster: InfraCluster) -> None:
+    apiserver = flags(cluster, cluster.masters[0].name, "harness-apiserver")
+    assert apiserver["--kubelet-certificate-authority"] == f"{PKI}/ca.crt"
+    assert apiserver["--kubelet-client-certificate"] == f"{PKI}/apiserver-kubelet-client.crt"
+
+
+# -- 1.3 / 1.4: the scheduler's and controller-manager's secure ports -----------------------------
+
+
+@pytest.mark.parametrize(("program", "port"), [("harness-scheduler", 10259), ("harness-controller-manager", 10257)])
+def test_secure_ports_serve_metrics_only_to_whom_rbac_allows(cluster: InfraCluster, program: str, port: int) -> None:
+    """Upstream's delegated authentication and authorization: health for anyone, /metrics by SubjectAccessReview."""
+    master = cluster.masters[0]
+
+    def get(path: str, context: ssl.SSLContext) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(f"https://{master.ip}:{port}{path}", timeout=10, context=context) as resp:
+                return resp.status, resp.read()
+        except urllib.error.HTTPError as err:
+            return err.code, err.read()
+
+    assert get("/healthz", anonymous(cluster)) == (200, b"ok")
+    code, body = get("/metrics", anonymous(cluster))
+    assert code == 403
+    assert json.loads(body)["message"] == 'forbidden: User "system:anonymous" cannot get path "/metrics"'
+    code, body = get("/metrics", certificate(cluster, "prometheus"))
+    assert code == 200 and b"process_resident_memory_bytes" in body
+    assert flags(cluster, master.name, program)["--client-ca-file"] == f"{PKI}/ca.crt"
 
 
 # -- 5.1: RBAC ---------------------------------------------------------------------------------

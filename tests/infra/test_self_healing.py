@@ -90,7 +90,8 @@ def test_kill_9_of_the_kubelet_heals_and_keeps_the_containers(cluster: InfraClus
     restarts = {p["metadata"]["name"]: p["status"]["containerStatuses"][0]["restartCount"] for p in pods}
     took = kill_and_time_restart(cluster, node, "harness-kubelet")
     assert took <= RESTART_WITHIN, f"the kubelet came back after {took:.1f}s"
-    cluster.wait(lambda: cluster.host(node).run("busybox wget -qO- http://127.0.0.1:10250/healthz").stdout == "ok",
+    ip = cluster.machines[node].ip
+    cluster.wait(lambda: cluster.host(node).run(f"busybox wget -qO- http://{ip}:10248/healthz").stdout == "ok",
                  30, "the restarted kubelet is not healthy")
     after = {p["metadata"]["name"]: container_pid(cluster, p)
              for p in cluster.live_pods(web, "app=web") if p["spec"]["nodeName"] == node}

@@ -55,5 +55,6 @@ def test_kubelet_and_kube_proxy_ports(host: Any, cluster: InfraCluster) -> None:
     assert host.socket("tcp://0.0.0.0:10250").is_listening, "kubelet API"
     assert host.socket("tcp://0.0.0.0:10256").is_listening, "kube-proxy healthz"
     ip = cluster.machines[host.backend.get_hostname()].ip
+    assert host.socket(f"tcp://{ip}:10248").is_listening, "kubelet healthz, plain HTTP"
     assert host.socket(f"tcp://{ip}:10249").is_listening, "kube-proxy metrics, on the node address for Prometheus"
     assert not host.socket("tcp://0.0.0.0:10249").is_listening

@@ -60,6 +60,13 @@ spec:
 """
 
 
+def etcd_client(cluster: LocalCluster) -> list[str]:
+    """etcdctl's flags for the cluster's etcd: TLS with the health-check client certificate of the etcd CA."""
+    pki = cluster.home / "pki"
+    return ["--cacert", str(pki / "etcd" / "ca.crt"), "--cert", str(pki / "etcd" / "healthcheck-client.crt"),
+            "--key", str(pki / "etcd" / "healthcheck-client.key")]
+
+
 def http_get(url: str, ca_file: Path | None = None) -> str | None:
     context = ssl.create_default_context(cafile=str(ca_file)) if ca_file else None
     try:
@@ -126,7 +133,7 @@ def test_harness_up_makes_a_working_cluster_reruns_idempotently_and_down_leaves_
     status = cluster.harness("status", "--name", cluster.name)
     assert status.returncode == 0, status.stdout + status.stderr
     # etcd healthy, cluster DNS on the master
-    health = run(["etcdctl", "--endpoints", f"http://{master}:2379", "endpoint", "health"])
+    health = run(["etcdctl", "--endpoints", f"https://{master}:2379", *etcd_client(cluster), "endpoint", "health"])
     assert health.returncode == 0, health.stdout + health.stderr
     assert dns_a(master, "kubernetes.default.svc.cluster.local") == ["10.96.0.1"]
 
@@ -194,10 +201,10 @@ def test_three_masters_give_an_ha_control_plane_that_survives_an_apiserver(
     assert ready_nodes(cluster) == {"worker-1": True}
 
     # a 3-member etcd, every member healthy
-    endpoints = ",".join(f"http://{ip}:2379" for ip in masters)
-    members = run(["etcdctl", "--endpoints", endpoints, "member", "list"])
+    endpoints = ",".join(f"https://{ip}:2379" for ip in masters)
+    members = run(["etcdctl", "--endpoints", endpoints, *etcd_client(cluster), "member", "list"])
     assert members.returncode == 0 and len(members.stdout.strip().splitlines()) == 3, members.stdout
-    health = run(["etcdctl", "--endpoints", endpoints, "endpoint", "health"])
+    health = run(["etcdctl", "--endpoints", endpoints, *etcd_client(cluster), "endpoint", "health"])
     said = health.stdout + health.stderr  # etcdctl reports health on stderr
     assert health.returncode == 0 and said.count("is healthy") == 3, said
     # an apiserver on every master, all of them behind the `kubernetes` Service, every URL in the kubeconfigs

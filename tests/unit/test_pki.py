@@ -95,8 +95,9 @@ def test_new_masters_reissue_only_what_names_them(tmp_path: Path) -> None:
     ca = (tmp_path / "ca.crt").read_bytes()
     changes = pki.ensure(tmp_path, pki.plan(HA, service_cidr="10.96.0.0/12"), now=NOW, key_kind=FAST)
     assert changes.cas == () and not changes.sa_key
-    assert set(changes.certs) == {"apiserver", *(f"machines/master-{i}/etcd/{k}" for i in (2, 3)
-                                                 for k in ("server", "peer"))}
+    assert set(changes.certs) == {"apiserver", *(f"machines/master-{i}/{k}" for i in (2, 3)
+                                                 for k in ("etcd/server", "etcd/peer", "kube-scheduler-server",
+                                                           "kube-controller-manager-server"))}
     assert (tmp_path / "ca.crt").read_bytes() == ca
     assert "192.168.56.12" in described(tmp_path, "apiserver").sans
 
