@@ -11,7 +11,7 @@ import pytest
 
 from harness.api import protobuf as pb
 from harness.api import registry
-from harness.api.protobuf import convert, kinds
+from harness.api.protobuf import convert, gotime, kinds
 
 T0 = "2026-12-07T10:00:00Z"
 T1 = "2026-12-07T10:05:30Z"
@@ -494,13 +494,13 @@ def test_duration_strings() -> None:
     for ns, text in [(0, "0s"), (1, "1ns"), (1500, "1.5µs"), (100_000_000, "100ms"), (1_500_000_000, "1.5s"),
                      (90_000_000_000, "1m30s"), (3_600_000_000_000, "1h0m0s"), (-2_000_000_000, "-2s"),
                      (26 * 3_600_000_000_000 + 1, "26h0m0.000000001s")]:
-        assert convert.format_duration(ns) == text
-        assert convert.parse_duration(text) == ns
-    assert convert.parse_duration("1h") == 3_600_000_000_000
-    assert convert.parse_duration("300us") == convert.parse_duration("300µs") == 300_000
+        assert gotime.format_duration(ns) == text
+        assert gotime.parse_duration(text) == ns
+    assert gotime.parse_duration("1h") == 3_600_000_000_000
+    assert gotime.parse_duration("300us") == gotime.parse_duration("300µs") == 300_000
     for bad in ("", "1", "1x", "h", "."):
         with pytest.raises(ValueError):
-            convert.parse_duration(bad)
+            gotime.parse_duration(bad)
     msg = pb.load_schema()["k8s.io.apimachinery.pkg.apis.meta.v1.Duration"]
     raw = convert.encode_message(msg, "1h0m0s")
     assert convert.decode_message(msg, raw, 0, len(raw)) == "1h0m0s"
