@@ -75,8 +75,8 @@ async def authenticate(request: web.Request, handler: Handler) -> web.StreamResp
 async def authorize_paths(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Requests for paths that are not resources (/api, /healthz, /metrics, /openapi/v2) are authorized here by
     path and verb; resource requests are authorized by `handlers.handle_resource` once their path is parsed."""
-    info = handlers.describe(request)
-    if info is not None and not info.resource_request:
+    info = handlers.path_info(request)
+    if info is not None:
         request[handlers.AUTHZ_DECISION] = "forbid"
         check(request.app[STATE].authorization.authorizer, request[authn.USER], info)
         request[handlers.AUTHZ_DECISION] = "allow"

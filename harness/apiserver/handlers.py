@@ -92,12 +92,21 @@ def _selected_name(verb: str, query: Any) -> str:
     return ""
 
 
+def path_info(request: web.Request) -> RequestInfo | None:
+    """What a request for a path that is not a resource asks (its verb and path); None for a resource request,
+    whose path `handle_resource` parses once."""
+    if getattr(request.match_info.route, "handler", None) is handle_resource:
+        return None
+    verb = "get" if request.method == "HEAD" else request.method.lower()
+    return RequestInfo(verb, resource_request=False, path=request.path)
+
+
 def describe(request: web.Request) -> RequestInfo | None:
     """What a request asks for, parsed before it is served (the audit policy needs it); None if the path names
     nothing the server has."""
-    if getattr(request.match_info.route, "handler", None) is not handle_resource:
-        verb = "get" if request.method == "HEAD" else request.method.lower()
-        return RequestInfo(verb, resource_request=False, path=request.path)
+    info = path_info(request)
+    if info is not None:
+        return info
     try:
         return _parse(request)[1]
     except errors.ApiError:
