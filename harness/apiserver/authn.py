@@ -4,8 +4,9 @@ An authenticator looks at a request's credentials and answers with a user, with 
 about them, or raises `errors.Unauthorized` when they are present but wrong (a bearer token nobody issued). The
 `Authentication` of a secure port asks, in upstream's order:
 
-- x509 client certificates (`--client-ca-file`): the TLS layer has verified the chain against the client CA; the
-  common name is the user and each organization a group (`O=system:masters`);
+- x509 client certificates (`--client-ca-file`): the TLS layer has verified the chain against the client CA, and
+  the authenticator the validity period (an expired certificate is a 401); the common name is the user and each
+  organization a group (`O=system:masters`);
 - bearer tokens from a static token file (`--token-auth-file`: `token,user,uid,"group1,group2"` per line);
 - anonymous, only at the public paths (`/healthz`, `/livez`, `/readyz`, `/version` and below them), as
   AuthenticationConfiguration's `anonymous.conditions` allows: anywhere else a request without credentials is 401.
@@ -37,6 +38,7 @@ from harness.auth.user import (
     MASTERS,
     UNAUTHENTICATED,
     UserInfo,
+    certificate_validity_error,
     from_peer_certificate,
 )
 
@@ -46,6 +48,8 @@ ANONYMOUS = UserInfo(ANONYMOUS_NAME, (UNAUTHENTICATED,))
 PUBLIC_PATHS = ("/healthz", "/livez", "/readyz", "/version")
 #: Who a request on the plain-HTTP port is: the cluster admin, as on upstream's removed insecure port.
 INSECURE_PORT_USER = UserInfo("system:admin", (MASTERS, AUTHENTICATED))
+#: Who the apiserver's own writes are (admission keeping quota usage): upstream's loopback client.
+APISERVER_USER = UserInfo("system:apiserver", (MASTERS, AUTHENTICATED))
 #: The request's user, set by the apiserver's authentication middleware before any handler runs.
 USER = web.RequestKey("harness_user", UserInfo)
 
@@ -77,14 +81,27 @@ class TokenAuthenticator(Protocol):
     def authenticate_token(self, token: str) -> UserInfo | None: ...
 
 
+class CertificateRejected(errors.Unauthorized):
+    """A client certificate that is present but not valid now: a 401 counted as an authentication error."""
+
+
 class X509Authenticator:
-    """The user of a verified client certificate: CN the name, each O a group."""
+    """The user of a verified client certificate: CN the name, each O a group.
+
+    The TLS layer verified the chain to the client CA but not the validity period (`serving.tls_context` turns
+    the time check off), so that an expired certificate is a 401 and an `error` attempt, as upstream's, not a
+    handshake that fails before any request is seen."""
 
     name = "x509"
 
     def authenticate(self, creds: Credentials) -> UserInfo | None:
         if not creds.peer_cert:
             return None
+        invalid = certificate_validity_error(creds.peer_cert, time.time())
+        if invalid:
+            log.info("Unable to authenticate the request: verifying certificate SN=%s failed: %s",
+                     creds.peer_cert.get("serialNumber", "?"), invalid)
+            raise CertificateRejected("Unauthorized")
         user = from_peer_certificate(creds.peer_cert)
         if user is None:
             raise errors.Unauthorized("Unauthorized")  # upstream: "x509: certificate has no common name"
@@ -215,6 +232,9 @@ class Authentication:
                 result = "anonymous"
                 return ANONYMOUS
             raise errors.Unauthorized("Unauthorized")
+        except CertificateRejected:
+            result = "error"
+            raise
         except errors.Unauthorized:
             result = "failure"
             raise

@@ -22,6 +22,7 @@ from harness.apiserver import codec, tokenrequest
 from harness.apiserver.genericregistry import DeleteOptions, Store
 from harness.apiserver.state import STATE, ApiServer
 from harness.auth.user import UserInfo
+from harness.util import certreload
 
 Handler = Callable[[web.Request, ApiServer, Store, str, str, UserInfo], Awaitable[web.StreamResponse]]
 
@@ -318,6 +319,7 @@ def kubelet_tls(config: Any) -> ssl.SSLContext | bool:
         context.verify_mode = ssl.CERT_NONE  # upstream without --kubelet-certificate-authority
     if config.kubelet_client_certificate:
         context.load_cert_chain(config.kubelet_client_certificate, config.kubelet_client_key or None)
+        certreload.follow(context, config.kubelet_client_certificate, config.kubelet_client_key)
     return context
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -42,6 +44,33 @@ def from_peer_certificate(peer_cert: Mapping[str, Any] | None) -> UserInfo | Non
             elif key == "organizationName":
                 orgs.append(value)
     return UserInfo(common, tuple(orgs)) if common else None
+
+
+#: OpenSSL's X509_V_FLAG_NO_CHECK_TIME, for TLS contexts that ask for client certificates: the chain is verified
+#: at the handshake, the validity period by the authenticator (`certificate_validity_error`), so that an expired
+#: certificate is answered with a 401 as upstream's (Go asks for client certificates without verifying them).
+NO_CHECK_TIME = ssl.VerifyFlags(0x200000)
+
+
+def certificate_validity_error(peer_cert: Mapping[str, Any], now: float) -> str:
+    """Go's wording for a certificate outside its validity period (Python's decoded form), or "" when it is valid
+    now."""
+    try:
+        not_before = ssl.cert_time_to_seconds(peer_cert["notBefore"])
+        not_after = ssl.cert_time_to_seconds(peer_cert["notAfter"])
+    except (KeyError, ValueError):
+        return "x509: certificate has no validity period"
+    if now < not_before:
+        return (f"x509: certificate has expired or is not yet valid: current time {_go_time(now)} is before "
+                f"{_go_time(not_before)}")
+    if now > not_after:
+        return (f"x509: certificate has expired or is not yet valid: current time {_go_time(now)} is after "
+                f"{_go_time(not_after)}")
+    return ""
+
+
+def _go_time(seconds: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(seconds))
 
 
 def service_account_username(namespace: str, name: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import shutil
@@ -136,4 +135,4 @@ def run(args: argparse.Namespace) -> int:
                          "give 0 (upstream's recommended value) or leave it out")
     config = config_from(args)
     preflight(config)
-    return asyncio.run(main(config, args.kubeconfig))
+    return lifecycle.run(main(config, args.kubeconfig))

@@ -1,4 +1,5 @@
-"""How every long-running `harness` component ends: SIGTERM or SIGINT sets one event it waits on."""
+"""How every long-running `harness` component runs and ends: SIGTERM or SIGINT sets one event it waits on, and its
+TLS certificates follow their files meanwhile (`harness.util.certreload`)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import asyncio
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+
+from harness.util import certreload
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -17,6 +20,19 @@ def stop_on_signals() -> asyncio.Event:
     return stop
 
 
+def run(main: Awaitable[int]) -> int:
+    """`asyncio.run(main)` with the component's certificates following their files while it runs."""
+
+    async def wrapped() -> int:
+        reloader = asyncio.create_task(certreload.keep_current(), name="certificate reloader")
+        try:
+            return await main
+        finally:
+            reloader.cancel()
+
+    return asyncio.run(wrapped())
+
+
 def serve_until_signalled(serve: Callable[[asyncio.Event], Awaitable[int]], log: logging.Logger) -> int:
     """Run `serve(stop)` in a new event loop, with `stop` set by SIGTERM/SIGINT; its exit code (logged "stopped")."""
 
@@ -25,4 +41,4 @@ def serve_until_signalled(serve: Callable[[asyncio.Event], Awaitable[int]], log:
         log.info("stopped")
         return code
 
-    return asyncio.run(main())
+    return run(main())

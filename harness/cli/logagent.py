@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import socket
 from pathlib import Path
@@ -19,7 +18,7 @@ from harness.logging.agent import (
     AgentError,
 )
 from harness.logging.buffer import DEFAULT_MAX_BYTES, LogBufferError
-from harness.logging.forward import DEFAULT_PORT
+from harness.logging.forward import DEFAULT_PORT, read_shared_key
 
 log = logging.getLogger("harness.logging.agent")
 
@@ -47,6 +46,18 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="seconds to wait for the aggregator's acknowledgement before sending again (default 30)")
     p.add_argument("--buffer-max-bytes", type=int, default=DEFAULT_MAX_BYTES,
                    help="bytes of unacknowledged records kept on disk before reading pauses (default 256 MiB)")
+    p.add_argument("--ca-file", default="",
+                   help="connect with TLS and verify the aggregator's certificate (for the --aggregator host) against "
+                        "this CA, as out_forward's `transport tls` and tls_cert_path (default: plain TCP)")
+    p.add_argument("--tls-cert-file", default="",
+                   help="with --ca-file: a client certificate to present, for an aggregator with --client-ca-file")
+    p.add_argument("--tls-private-key-file", default="", help="the key of --tls-cert-file")
+    p.add_argument("--shared-key-file", default="",
+                   help="a file holding the Forward handshake's shared key (out_forward's <security> shared_key); "
+                        "the aggregator must have the same (default: no handshake)")
+    p.add_argument("--self-hostname", default="",
+                   help="the name this agent gives in the handshake (<security> self_hostname; default: "
+                        "--node-name); it must differ from the aggregator's")
     p.add_argument("--log-level", default="info")
 
 
@@ -74,11 +85,21 @@ def config_from(args: argparse.Namespace) -> AgentConfig:
         raise SystemExit("harness log-agent: --buffer-max-bytes must be at least 1 MiB")
     if not args.node_name:
         raise SystemExit("harness log-agent: --node-name must not be empty")
+    if (args.tls_cert_file or args.tls_private_key_file) and not args.ca_file:
+        raise SystemExit("harness log-agent: --tls-cert-file and --tls-private-key-file need --ca-file (TLS)")
+    shared_key = ""
+    if args.shared_key_file:
+        try:
+            shared_key = read_shared_key(args.shared_key_file)
+        except (OSError, ValueError) as exc:
+            raise SystemExit(f"harness log-agent: --shared-key-file: {exc}") from None
     return AgentConfig(node=args.node_name, data_dir=args.data_dir, aggregator_host=host, aggregator_port=port,
                        component_logs=args.component_logs, pod_logs=args.pod_logs, http_address=args.http_address,
                        http_port=args.http_port, flush_interval=args.flush_interval, ack_timeout=args.ack_timeout,
                        buffer_max_bytes=args.buffer_max_bytes,
-                       chunk_max_bytes=min(1024 * 1024, args.buffer_max_bytes // 8))
+                       chunk_max_bytes=min(1024 * 1024, args.buffer_max_bytes // 8), ca_file=args.ca_file,
+                       tls_cert_file=args.tls_cert_file, tls_key_file=args.tls_private_key_file,
+                       shared_key=shared_key, self_hostname=args.self_hostname)
 
 
 async def main(config: AgentConfig) -> int:
@@ -97,4 +118,4 @@ async def main(config: AgentConfig) -> int:
 def run(args: argparse.Namespace) -> int:
     """Entry point of `harness log-agent`: log as every component does, run until signalled."""
     logs.setup("harness.logging", args.log_level)
-    return asyncio.run(main(config_from(args)))
+    return lifecycle.run(main(config_from(args)))

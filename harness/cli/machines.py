@@ -37,7 +37,8 @@ DEFAULT_NAME = "local"
 SUPERVISORCTL = f"{Path(sys.executable).parent}/supervisorctl -c /etc/harness/supervisor/supervisord.conf"
 # What each program serves its health on (port, path), checked from this host at the node's IP; HTTPS ones are
 # checked against the cluster CA (their health paths answer anonymous requests, as upstream's).
-HTTPS_PROGRAMS = frozenset({"harness-apiserver", "harness-scheduler", "harness-controller-manager"})
+HTTPS_PROGRAMS = frozenset({"harness-apiserver", "harness-scheduler", "harness-controller-manager",
+                            "harness-log-aggregator"})
 HEALTH = {
     "harness-apiserver": (6443, "/readyz"),
     "harness-scheduler": (10259, "/healthz"),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 
@@ -43,4 +42,4 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.resync <= 0:
         raise SystemExit("harness pod-routes: --resync must be > 0")
-    return asyncio.run(main(args.kubeconfig, args.resync))
+    return lifecycle.run(main(args.kubeconfig, args.resync))

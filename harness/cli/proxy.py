@@ -75,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
         return asyncio.run(cleanup(config))
     if not config.kubeconfig:
         raise SystemExit("harness proxy: --kubeconfig is required (except with --cleanup)")
-    return asyncio.run(main(config))
+    return lifecycle.run(main(config))
 
 
 if __name__ == "__main__":  # `python -m harness.cli.proxy ...`, the same as `harness proxy ...`

@@ -16,6 +16,7 @@ from typing import Any
 
 import yaml
 
+from harness.util import certreload
 from harness.util.files import write_atomic
 
 SERVERS_EXTENSION = "harness.dev/servers"
@@ -42,6 +43,7 @@ def ssl_context(cfg: KubeConfig) -> ssl.SSLContext | None:
     ctx = ssl.create_default_context(cafile=cfg.ca_file or None)
     if cfg.cert_file:
         ctx.load_cert_chain(cfg.cert_file, cfg.key_file or None)
+        certreload.follow(ctx, cfg.cert_file, cfg.key_file)
     return ctx
 
 

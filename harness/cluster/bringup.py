@@ -136,7 +136,8 @@ class BringUp:
             self.write_component_kubeconfigs()
         if changes:
             made = [*(f"CA {name}" for name in changes.cas), *changes.certs,
-                    *(["service-account key"] * changes.sa_key), *(["encryption key"] * changes.encryption_key)]
+                    *(["service-account key"] * changes.sa_key), *(["encryption key"] * changes.encryption_key),
+                    *(["log forwarding shared key"] * changes.forward_key)]
             progress(f"pki: made {len(made)} in {self.pki_dir}: {', '.join(made)}")
         else:
             progress(f"pki: {self.pki_dir} is current")

@@ -30,6 +30,8 @@ CA_NAMES = {CA: "kubernetes", ETCD_CA: "etcd-ca", FRONT_PROXY_CA: "front-proxy-c
 SA_KEY, SA_PUB = "sa.key", "sa.pub"
 #: The apiserver's --encryption-provider-config: Secrets encrypted in etcd with a key of the cluster's own.
 ENCRYPTION_CONFIG = "encryption-config.yaml"
+#: The Fluentd Forward handshake's shared key between the log agents and the aggregator (fluentd's <security>).
+FORWARD_SHARED_KEY = "forward-shared-key"
 MASTERS_GROUP = "system:masters"
 NODES_GROUP = "system:nodes"
 DNS_DOMAIN = "cluster.local"
@@ -50,6 +52,9 @@ class Cert:
     ca: str
     request: x509.CertRequest
     machines: tuple[str, ...] = ()
+    #: The ports where the machines that have it serve it (the apiserver's 6443, the kubelet's 10250, ...);
+    #: `harness pki rotate` waits until each serves the renewed certificate.
+    serves: tuple[int, ...] = ()
 
     @property
     def cert_file(self) -> str:
@@ -95,11 +100,13 @@ def plan(nodes: Iterable[NodeSpec], *, service_cidr: str, days: int = 365) -> Pl
     server, client = x509.SERVER_AUTH, x509.CLIENT_AUTH
 
     def cert(name: str, ca: str, cn: str, *, orgs: tuple[str, ...] = (), sans: tuple[str, ...] = (),
-             usages: tuple[str, ...] = (client,), machines: tuple[str, ...] = ("masters",)) -> Cert:
-        return Cert(name, ca, x509.CertRequest(cn, orgs, sans, usages, days), machines)
+             usages: tuple[str, ...] = (client,), machines: tuple[str, ...] = ("masters",),
+             serves: tuple[int, ...] = ()) -> Cert:
+        return Cert(name, ca, x509.CertRequest(cn, orgs, sans, usages, days), machines, serves)
 
     certs = [
-        cert("apiserver", CA, "kube-apiserver", sans=apiserver_sans(masters, service_cidr), usages=(server,)),
+        cert("apiserver", CA, "kube-apiserver", sans=apiserver_sans(masters, service_cidr), usages=(server,),
+             serves=(6443,)),
         cert("apiserver-kubelet-client", CA, "kube-apiserver-kubelet-client", orgs=(MASTERS_GROUP,)),
         cert("apiserver-etcd-client", ETCD_CA, "kube-apiserver-etcd-client"),
         cert("front-proxy-client", FRONT_PROXY_CA, "front-proxy-client"),
@@ -119,18 +126,22 @@ def plan(nodes: Iterable[NodeSpec], *, service_cidr: str, days: int = 365) -> Pl
         # the scheduler's and controller-manager's secure ports (10259, 10257): serving certificates of the cluster
         # CA, as k3s issues them (kubeadm leaves them self-signed), so Prometheus and health checks verify them
         certs += [cert(f"machines/{m.name}/kube-scheduler-server", CA, "kube-scheduler", sans=sans,
-                       usages=(server,), machines=(m.name,)),
+                       usages=(server,), machines=(m.name,), serves=(10259,)),
                   cert(f"machines/{m.name}/kube-controller-manager-server", CA, "kube-controller-manager",
-                       sans=sans, usages=(server,), machines=(m.name,))]
+                       sans=sans, usages=(server,), machines=(m.name,), serves=(10257,))]
         certs += [cert(f"machines/{m.name}/etcd/server", ETCD_CA, m.name, sans=sans, usages=(server, client),
-                       machines=(m.name,)),
+                       machines=(m.name,), serves=(2379,)),
                   cert(f"machines/{m.name}/etcd/peer", ETCD_CA, m.name, sans=sans, usages=(server, client),
-                       machines=(m.name,))]
+                       machines=(m.name,), serves=(2380,))]
+        # the log aggregator's Forward (TLS) and HTTPS ports; agents dial the master's IP. No `serves`: only the
+        # first master runs the aggregator (the logging role's choice), so rotation cannot wait on every master
+        certs.append(cert(f"machines/{m.name}/log-aggregator", CA, "harness-log-aggregator",
+                          sans=(m.name, m.ip, "localhost", "127.0.0.1"), usages=(server,), machines=(m.name,)))
     for w in workers:
         certs += [cert(f"machines/{w.name}/kubelet-client", CA, f"system:node:{w.name}", orgs=(NODES_GROUP,),
                        machines=(w.name,)),
                   cert(f"machines/{w.name}/kubelet", CA, f"system:node:{w.name}", orgs=(NODES_GROUP,),
-                       sans=(w.name, w.ip), usages=(server,), machines=(w.name,))]
+                       sans=(w.name, w.ip), usages=(server,), machines=(w.name,), serves=(10250,))]
     return Plan(tuple(certs), ca_machines={CA: ("masters", "workers"), ETCD_CA: ("masters",),
                                            FRONT_PROXY_CA: ("masters",)})
 
@@ -160,9 +171,10 @@ class Changes:
     certs: tuple[str, ...] = ()
     sa_key: bool = False
     encryption_key: bool = False
+    forward_key: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.cas or self.certs or self.sa_key or self.encryption_key)
+        return bool(self.cas or self.certs or self.sa_key or self.encryption_key or self.forward_key)
 
 
 def _load_ca(directory: Path, name: str) -> x509.Issued | None:
@@ -226,7 +238,40 @@ def ensure(directory: Path, the_plan: Plan, *, now: dt.datetime | None = None, k
     if not (directory / ENCRYPTION_CONFIG).exists():
         write_atomic(directory / ENCRYPTION_CONFIG, encryption_config(os.urandom(32)), mode=0o600)
         encryption_made = True
-    return Changes(tuple(made_cas), tuple(made), sa_made, encryption_made)
+    forward_made = False
+    if not (directory / FORWARD_SHARED_KEY).exists():
+        write_atomic(directory / FORWARD_SHARED_KEY, (os.urandom(32).hex() + "\n").encode(), mode=0o600)
+        forward_made = True
+    return Changes(tuple(made_cas), tuple(made), sa_made, encryption_made, forward_made)
+
+
+def renew(directory: Path, the_plan: Plan, names: Iterable[str] = (), *, now: dt.datetime | None = None,
+          key_kind: str = "rsa") -> list[Cert]:
+    """Reissue leaf certificates (the named ones, or every one) with new keys from the CAs in `directory`, as
+    `kubeadm certs renew`: same subject, SANs and usages, a new validity period. CAs, the service-account key pair
+    and the encryption key are kept. Each pair is written certificate last, so a reader that sees the new
+    certificate finds its key."""
+    now = now or dt.datetime.now(dt.UTC)
+    by_name = the_plan.by_name()
+    wanted = list(dict.fromkeys(names)) or list(by_name)
+    unknown = [n for n in wanted if n not in by_name]
+    if unknown:
+        raise PKIError(f"no certificate {', '.join(unknown)} in this cluster's PKI; its certificates: "
+                       f"{', '.join(by_name)}")
+    cas: dict[str, x509.Issued] = {}
+    renewed: list[Cert] = []
+    for name in wanted:
+        cert = by_name[name]
+        if cert.ca not in cas:
+            ca = _load_ca(directory, cert.ca)
+            if ca is None:
+                raise PKIError(f"CA {cert.ca} is missing from {directory}; `harness up` makes the cluster's PKI")
+            cas[cert.ca] = ca
+        issued = x509.sign(cas[cert.ca], cert.request, now=now, key_kind=key_kind)
+        write_atomic(directory / cert.key_file, x509.key_pem(issued.key), mode=0o600)
+        write_atomic(directory / cert.cert_file, issued.cert_pem, mode=0o644)
+        renewed.append(cert)
+    return renewed
 
 
 def encryption_config(key: bytes) -> bytes:
@@ -254,6 +299,7 @@ def files_for(the_plan: Plan, node: NodeSpec) -> list[tuple[str, str, int]]:
                 files.append((f"{ca}.key", f"{ca}.key", 0o600))
     if node.role == "master":
         files += [(SA_KEY, SA_KEY, 0o600), (SA_PUB, SA_PUB, 0o644), (ENCRYPTION_CONFIG, ENCRYPTION_CONFIG, 0o600)]
+    files.append((FORWARD_SHARED_KEY, FORWARD_SHARED_KEY, 0o600))  # every log agent and the aggregator
     prefix = f"machines/{node.name}/"
     for cert in the_plan.certs:
         if _for(cert.machines, node):
@@ -288,4 +334,4 @@ def expiring(directory: Path, *, within_days: float = WARN_DAYS, now: dt.datetim
 
 __all__ = ["CA", "CA_NAMES", "ETCD_CA", "FRONT_PROXY_CA", "KUBECONFIGS", "WARN_DAYS", "Cert", "Changes", "Listed",
            "PKIError", "Plan", "apiserver_sans", "ensure", "expiring", "files_for", "kubeconfigs_for",
-           "kubernetes_service_ip", "listing", "plan"]
+           "kubernetes_service_ip", "listing", "plan", "renew"]

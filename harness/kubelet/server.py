@@ -19,10 +19,11 @@ import orjson
 from aiohttp import web
 from prometheus_client import generate_latest
 
+from harness.auth.user import NO_CHECK_TIME
 from harness.kubelet import execstream
 from harness.kubelet.runtime.crilog import CriLogError, read_log
 from harness.machinery.delegatedauth import DelegatedAuth
-from harness.util import rfc3339
+from harness.util import certreload, rfc3339
 
 if TYPE_CHECKING:
     from harness.kubelet.kubelet import Kubelet
@@ -140,9 +141,11 @@ def tls_context(cert: str, key: str, client_ca: str = "") -> ssl.SSLContext:
     required: a bearer token will do)."""
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
     context.load_cert_chain(cert, key)
+    certreload.follow(context, cert, key)
     if client_ca:
         context.load_verify_locations(cafile=client_ca)
         context.verify_mode = ssl.CERT_OPTIONAL
+        context.verify_flags |= NO_CHECK_TIME  # dates checked by the authenticator: an expired certificate is 401
     return context
 
 

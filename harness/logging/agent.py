@@ -9,6 +9,12 @@ file buffer and fsyncs it, and only then commits the tail positions; so a crash 
 The sender (on the event loop) sends the oldest closed chunk as one PackedForward message with its chunk id,
 waits for the aggregator's {"ack": id}, and only then deletes the chunk; on any failure it reconnects with
 exponential backoff and sends the chunk again. When the buffer is full the reader stops reading (back-pressure).
+
+A connection is TLS when the agent has a CA file (the aggregator's certificate must chain to it and name the
+address dialled), and goes through the shared-key handshake (HELO, PING, PONG; `harness.logging.forward`) when it
+has a shared key, as fluentd's out_forward with `transport tls` and `<security>`. A refused handshake (the
+aggregator answers "shared_key mismatch") is one more failed attempt: logged as an error, counted, retried with
+backoff; the chunk stays in the buffer until a connection with the right key is acknowledged.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import ssl
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -60,6 +67,8 @@ EXCLUDED_COMPONENT_LOGS = ("log-agent.log", "supervisord.log")
 BACKOFF_MIN = 0.5
 BACKOFF_MAX = 30.0
 CONNECT_TIMEOUT = 10.0
+#: Seconds for the aggregator's HELO and then its PONG.
+HANDSHAKE_TIMEOUT = 10.0
 #: Bytes of log files read per cycle at most (also bounded by the room left in the buffer).
 READ_BUDGET = 4 * 1024 * 1024
 #: How often the globs are expanded again to find new files.
@@ -97,6 +106,11 @@ class AgentConfig:
     from_head: bool = True
     compress: bool = False
     exclude: Sequence[str] = EXCLUDED_COMPONENT_LOGS
+    ca_file: str = ""  # TLS, verifying the aggregator's certificate against this CA ("": plain TCP)
+    tls_cert_file: str = ""  # a client certificate to present (for an aggregator that asks for one)
+    tls_key_file: str = ""
+    shared_key: str = ""  # the Forward handshake's shared key ("": no handshake)
+    self_hostname: str = ""  # the handshake's self_hostname (default: the node name)
 
     @property
     def poll_interval(self) -> float:
@@ -114,6 +128,7 @@ class _Connection:
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
     unpacker: Any
+    keepalive: bool = True  # False: the aggregator's HELO said one message per connection
 
     def close(self) -> None:
         """Drop the connection (unacknowledged chunks stay in the buffer)."""
@@ -127,6 +142,7 @@ class Agent:
     def __init__(self, config: AgentConfig, registry: CollectorRegistry | None = None) -> None:
         self.config = config
         self.registry = registry if registry is not None else component_registry()
+        self._tls = _client_tls(config)
         self._lock_fd = _lock_data_dir(config.data_dir)
         try:
             self.buffer = FileBuffer(config.data_dir / "buffer", max_bytes=config.buffer_max_bytes,
@@ -156,6 +172,9 @@ class Agent:
                                     registry=r)
         self.retries = Counter("harness_log_agent_retries", "Failed attempts to forward a chunk (each is retried)",
                                registry=r)
+        self.handshake_failures = Counter("harness_log_agent_handshake_failures",
+                                          "Connections whose shared-key handshake failed (e.g. the aggregator "
+                                          "refused the key); each is a retry", registry=r)
         self.buffer_bytes = Gauge("harness_log_agent_buffer_bytes", "Bytes of records in the buffer, not yet acked",
                                   registry=r)
         self.buffer_bytes.set_function(lambda: self.buffer.total_bytes)
@@ -264,10 +283,34 @@ class Agent:
     # ------------------------------------------------------------------------------------------ sending
 
     async def _connect(self) -> _Connection:
-        """A new TCP connection to the aggregator (CONNECT_TIMEOUT at most)."""
+        """A new connection to the aggregator, TLS with a CA file (CONNECT_TIMEOUT at most), through the handshake
+        with a shared key (HANDSHAKE_TIMEOUT at most)."""
+        c = self.config
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            reader, writer = await asyncio.open_connection(self.config.aggregator_host, self.config.aggregator_port)
-        return _Connection(reader, writer, forward.new_unpacker())
+            reader, writer = await asyncio.open_connection(
+                c.aggregator_host, c.aggregator_port, ssl=self._tls,
+                server_hostname=c.aggregator_host if self._tls is not None else None)
+        conn = _Connection(reader, writer, forward.new_unpacker())
+        if c.shared_key:
+            try:
+                await self._handshake(conn)
+            except BaseException:
+                conn.close()
+                raise
+        return conn
+
+    async def _handshake(self, conn: _Connection) -> None:
+        """Answer the aggregator's HELO with a PING proving the key, and check its PONG proving it in turn;
+        HandshakeError if it refuses or cannot prove it, SendError if it does not answer."""
+        c = self.config
+        hostname = c.self_hostname or c.node
+        server = forward.parse_helo(await _next_reply(conn, "HELO"))
+        salt = forward.new_salt()
+        conn.writer.write(forward.pack(forward.ping(server, hostname=hostname, shared_key=c.shared_key, salt=salt)))
+        await conn.writer.drain()
+        forward.check_pong(await _next_reply(conn, "PONG"), hostname=hostname, salt=salt, nonce=server.nonce,
+                           shared_key=c.shared_key)
+        conn.keepalive = server.keepalive
 
     async def forward_chunk(self, conn: _Connection, chunk: Chunk, entries: list[forward.Entry]) -> None:
         """Send one chunk and wait for its acknowledgement; then delete it from the buffer."""
@@ -283,7 +326,7 @@ class Agent:
                         raise SendError("the aggregator closed the connection before acknowledging")
                     conn.unpacker.feed(data)
                     try:
-                        if any(acked == chunk.id for acked in forward.read_acks(conn.unpacker)):
+                        if _acked(conn.unpacker, chunk.id):
                             break
                     except ValueError as exc:
                         raise SendError(f"unreadable reply from the aggregator: {exc}") from exc
@@ -323,10 +366,21 @@ class Agent:
                         log.info("connected to the aggregator at %s", target)
                     await self.forward_chunk(conn, chunk, entries)
                     backoff = BACKOFF_MIN
-                except (OSError, TimeoutError, SendError) as exc:
+                    if not conn.keepalive:
+                        conn.close()
+                        conn = None
+                except (OSError, TimeoutError, SendError, forward.HandshakeError) as exc:
                     self.retries.inc()
-                    log.warning("forwarding to %s failed: %s; retrying in %gs", target,
-                                str(exc) or type(exc).__name__, backoff)
+                    if isinstance(exc, forward.HandshakeError):
+                        self.handshake_failures.inc()
+                        hint = " (this agent's --shared-key-file is not the aggregator's key)" \
+                            if forward.SHARED_KEY_MISMATCH in exc.reason else ""
+                        log.error("the shared-key handshake with the aggregator at %s failed: %s%s; keeping %d "
+                                  "buffered chunks, retrying in %gs", target, exc.reason, hint,
+                                  len(self.buffer.queued()), backoff)
+                    else:
+                        log.warning("forwarding to %s failed: %s; retrying in %gs", target,
+                                    str(exc) or type(exc).__name__, backoff)
                     if conn is not None:
                         conn.close()
                         conn = None
@@ -371,8 +425,11 @@ class Agent:
                 log.error("cannot serve HTTP on %s:%d: %s", c.http_address, c.http_port, exc)
                 self.close()
                 return 1
-            log.info("forwarding %s and %s to %s:%d (buffer %s)", c.component_logs or "-", c.pod_logs or "-",
-                     c.aggregator_host, c.aggregator_port, c.data_dir / "buffer")
+            log.info("forwarding %s and %s to %s:%d (%s, %s; buffer %s)", c.component_logs or "-",
+                     c.pod_logs or "-", c.aggregator_host, c.aggregator_port,
+                     f"TLS verified against {c.ca_file}" if c.ca_file else "plain TCP",
+                     f"shared key as {c.self_hostname or c.node}" if c.shared_key else "no shared key",
+                     c.data_dir / "buffer")
             sender = asyncio.create_task(self._send_loop(), name="log-agent-sender")
             try:
                 await self._collect_loop(stop)
@@ -399,6 +456,54 @@ class Agent:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
+
+
+async def _next_reply(conn: _Connection, what: str) -> Any:
+    """The aggregator's next message during the handshake; SendError if it closes, is silent or is not msgpack."""
+    try:
+        async with asyncio.timeout(HANDSHAKE_TIMEOUT):
+            while True:
+                for reply in conn.unpacker:
+                    return reply
+                data = await conn.reader.read(READ_SIZE)
+                if not data:
+                    raise SendError(f"the aggregator closed the connection before its {what}")
+                conn.unpacker.feed(data)
+    except TimeoutError:
+        raise SendError(f"no {what} from the aggregator within {HANDSHAKE_TIMEOUT:g}s (does it have a shared key?)"
+                        ) from None
+    except ValueError as exc:
+        raise SendError(f"unreadable {what} from the aggregator: {exc}") from exc
+
+
+def _acked(unpacker: Any, chunk_id: str) -> bool:
+    """Whether the replies the unpacker holds acknowledge the chunk; HandshakeError if the aggregator greets with a
+    HELO (it wants the shared-key handshake and this agent has no key)."""
+    for reply in unpacker:
+        if isinstance(reply, dict) and str(reply.get("ack")) == chunk_id:
+            return True
+        if isinstance(reply, (list, tuple)) and reply and reply[0] == forward.HELO:
+            raise forward.HandshakeError("the aggregator asks for the shared-key handshake and this agent has no "
+                                         "shared key (--shared-key-file)")
+    return False
+
+
+def _client_tls(config: AgentConfig) -> ssl.SSLContext | None:
+    """The connection's TLS: None without a CA file; else verifying the aggregator against it, presenting a client
+    certificate when given. AgentError if a file cannot be used."""
+    if not config.ca_file:
+        if config.tls_cert_file or config.tls_key_file:
+            raise AgentError("a client certificate needs TLS: give the CA file too")
+        return None
+    try:
+        context = ssl.create_default_context(cafile=config.ca_file)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        if config.tls_cert_file or config.tls_key_file:
+            context.load_cert_chain(config.tls_cert_file, config.tls_key_file or None)
+    except (OSError, ssl.SSLError) as exc:
+        files = ", ".join(f for f in (config.ca_file, config.tls_cert_file, config.tls_key_file) if f)
+        raise AgentError(f"cannot use the TLS files {files}: {exc}") from exc
+    return context
 
 
 def _not_pod_log(path: str) -> bool:

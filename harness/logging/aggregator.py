@@ -2,11 +2,16 @@
 
 Two listeners:
 
-- Forward (TCP, port 24224 by default): each connection gets its own unpacker; every message, in any mode, is
-  decoded (`harness.logging.forward`), stored durably (`LogStore.append_async`), and then, if it carries a chunk id,
-  acknowledged with {"ack": chunk}. A stream that is not Forward protocol is logged and its connection closed (the
-  stream cannot be resynchronised); a store failure closes the connection unacknowledged, so the sender retries.
-- HTTP (port 24220 by default, as fluentd's monitor agent): /healthz, /livez, /readyz, /metrics, and
+- Forward (TCP, port 24224 by default; TLS with a certificate, as fluentd's `<transport tls>`): with a shared key
+  (fluentd's `<security>`) a connection first goes through the handshake (`forward.helo`, `check_ping`, `pong`): a
+  client that cannot prove the key gets PONG false with fluentd's reason ("shared_key mismatch"), is counted in
+  harness_log_aggregator_handshake_failures_total and is closed before any event is read. Then every message, in
+  any mode, is decoded (`harness.logging.forward`), stored durably (`LogStore.append_async`), and then, if it
+  carries a chunk id, acknowledged with {"ack": chunk}. A stream that is not Forward protocol is logged and its
+  connection closed (the stream cannot be resynchronised); a store failure closes the connection unacknowledged,
+  so the sender retries.
+- HTTP (port 24220 by default, as fluentd's monitor agent; HTTPS with the Forward port's certificate, without
+  client certificates): /healthz, /livez, /readyz, /metrics, and
   `GET /query?node=&component=&namespace=&pod=&container=&since=&until=&grep=&limit=&follow=` answering
   application/x-ndjson, one stored record per line, sorted by time (`limit`: the newest N). `since`/`until` take a
   duration ago ("30s", "10m", "1h30m", "2d"), an RFC 3339 time or epoch seconds; with follow=1 the stored matches
@@ -23,6 +28,7 @@ import contextlib
 import gzip
 import logging
 import re
+import ssl
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -37,7 +43,7 @@ from harness.logging import forward
 from harness.logging.logstore import KINDS, Filter, LogStore, LogStoreError, Subscription, dumps
 from harness.machinery.health import component_registry
 from harness.machinery.service import run_until_stopped
-from harness.util import rfc3339
+from harness.util import certreload, rfc3339
 
 log = logging.getLogger("harness.logging.aggregator")
 
@@ -49,6 +55,8 @@ EXPIRE_INTERVAL = 3600.0
 READ_SIZE = 256 * 1024
 #: A follow response checks this often (seconds) whether its client is still there.
 FOLLOW_CHECK = 1.0
+#: Seconds a new connection has for its TLS handshake, and then for its PING.
+HANDSHAKE_TIMEOUT = 10.0
 STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 QUERY_PARAMS = frozenset(("node", "component", "namespace", "pod", "container", "since", "until", "grep", "limit",
                           "follow"))
@@ -160,6 +168,12 @@ class Metrics:
         self.protocol_errors = Counter("harness_log_aggregator_protocol_errors_total",
                                        "Connections closed because they did not speak the Forward protocol.",
                                        registry=self.registry)
+        self.handshake_failures = Counter("harness_log_aggregator_handshake_failures_total",
+                                          "Connections refused in the shared-key handshake, by reason (fluentd's, "
+                                          "spaces as underscores; timeout: no PING in time).", ["reason"],
+                                          registry=self.registry)
+        for reason in (forward.SHARED_KEY_MISMATCH, forward.INVALID_PING, "timeout"):
+            self.handshake_failures.labels(_label(reason))
         self.store_errors = Counter("harness_log_aggregator_store_errors_total",
                                     "Batches that could not be stored (their connection is closed unacknowledged).",
                                     registry=self.registry)
@@ -172,9 +186,15 @@ class Metrics:
 # --------------------------------------------------------------------------------------------------- the server
 
 
+def _label(reason: str) -> str:
+    return reason.replace(" ", "_")
+
+
 @dataclass
 class Config:
-    """Where the aggregator listens and keeps its logs."""
+    """Where the aggregator listens and keeps its logs. With `tls_cert_file` and `tls_key_file` both ports speak TLS
+    (Forward also asks clients for a certificate of `client_ca_file` when given); with `shared_key` every Forward
+    connection goes through the handshake first, the aggregator calling itself `self_hostname`."""
 
     bind_address: str = "0.0.0.0"
     port: int = forward.DEFAULT_PORT
@@ -183,6 +203,12 @@ class Config:
     data_dir: Path = DEFAULT_DATA_DIR
     retention_days: int = 7
     expire_interval: float = EXPIRE_INTERVAL
+    tls_cert_file: str = ""
+    tls_key_file: str = ""
+    client_ca_file: str = ""
+    shared_key: str = ""
+    self_hostname: str = "log-aggregator"
+    handshake_timeout: float = HANDSHAKE_TIMEOUT
 
 
 @dataclass
@@ -197,6 +223,7 @@ class Aggregator:
 
     def __init__(self, config: Config, store: LogStore | None = None, metrics: Metrics | None = None) -> None:
         self.config = config
+        self.forward_tls, self.http_tls = _tls_contexts(config)
         try:
             self.store = store or LogStore(Path(config.data_dir), config.retention_days)
         except LogStoreError as exc:
@@ -218,10 +245,15 @@ class Aggregator:
         self.metrics.connections.inc()
         unpacker = forward.new_unpacker()
         try:
-            while data := await reader.read(READ_SIZE):
-                unpacker.feed(data)
-                for obj in unpacker:
+            if self.config.shared_key and not await self._handshake(reader, writer, unpacker, peer):
+                return
+            while True:
+                for obj in unpacker:  # what came with the PING, then each read's messages
                     await self._receive(forward.decode(obj), writer)
+                data = await reader.read(READ_SIZE)
+                if not data:
+                    break
+                unpacker.feed(data)
         except (forward.ForwardProtocolError, msgpack.UnpackException, ValueError, EOFError, gzip.BadGzipFile,
                 zlib.error) as exc:  # a bad gzip'd CompressedPackedForward too
             self.metrics.protocol_errors.inc()
@@ -240,6 +272,39 @@ class Aggregator:
             writer.close()
             with contextlib.suppress(Exception):
                 await writer.wait_closed()
+
+    async def _handshake(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, unpacker: Any,
+                         peer: Any) -> bool:
+        """HELO, then the client's PING: PONG true and go on (True), or PONG false with the reason, counted and
+        logged (False: the caller closes the connection). No PING within the handshake timeout is refused too."""
+        cfg = self.config
+        nonce = forward.new_nonce()
+        writer.write(forward.pack(forward.helo(nonce)))
+        await writer.drain()
+        message: Any = None
+        try:
+            async with asyncio.timeout(cfg.handshake_timeout):
+                message = await _next_message(reader, unpacker)
+            if message is None:
+                log.debug("the connection from %s closed before its PING", peer)
+                return False
+            client = forward.check_ping(message, nonce=nonce, shared_key=cfg.shared_key)
+        except TimeoutError:
+            self.metrics.handshake_failures.labels("timeout").inc()
+            log.warning("closing the connection from %s: no PING within %gs", peer, cfg.handshake_timeout)
+            return False
+        except forward.HandshakeError as exc:
+            self.metrics.handshake_failures.labels(_label(exc.reason)).inc()
+            claimed = message[1] if isinstance(message, (list, tuple)) and len(message) > 1 else "?"
+            log.warning("refusing the connection from %s (hostname %r): %s", peer, claimed, exc.reason)
+            writer.write(forward.pack(forward.pong_refused(exc.reason)))
+            await writer.drain()
+            return False
+        writer.write(forward.pack(forward.pong(client, hostname=cfg.self_hostname, nonce=nonce,
+                                               shared_key=cfg.shared_key)))
+        await writer.drain()
+        log.debug("the connection from %s (%s) proved the shared key", peer, client.hostname)
+        return True
 
     async def _receive(self, message: forward.Message, writer: asyncio.StreamWriter) -> None:
         """Store one message's entries, then acknowledge its chunk if it has one."""
@@ -321,23 +386,26 @@ class Aggregator:
         cfg = self.config
         try:
             server = await asyncio.start_server(self.handle_connection, cfg.bind_address, cfg.port,
-                                                reuse_address=True, limit=READ_SIZE)
+                                                reuse_address=True, limit=READ_SIZE, ssl=self.forward_tls,
+                                                ssl_handshake_timeout=cfg.handshake_timeout if self.forward_tls
+                                                else None)
         except OSError as exc:
             raise AggregatorError(f"listen tcp {cfg.bind_address}:{cfg.port}: {exc.strerror or exc}") from exc
         runner = web.AppRunner(self.build_app(), access_log=None, shutdown_timeout=1.0)
         try:
             self.port = int(server.sockets[0].getsockname()[1])
             await runner.setup()
-            site = web.TCPSite(runner, cfg.http_address or cfg.bind_address, cfg.http_port)
+            site = web.TCPSite(runner, cfg.http_address or cfg.bind_address, cfg.http_port,
+                               ssl_context=self.http_tls)
             try:
                 await site.start()
             except OSError as exc:
                 raise AggregatorError(f"listen tcp {cfg.http_address or cfg.bind_address}:{cfg.http_port}: "
                                       f"{exc.strerror or exc}") from exc
             self.http_port = _bound_port(runner, cfg.http_port)
-            log.info("receiving Forward on %s:%d, HTTP on %s:%d, storing in %s for %d days", cfg.bind_address,
-                     self.port, cfg.http_address or cfg.bind_address, self.http_port, self.store.root,
-                     self.store.retention_days)
+            log.info("receiving Forward on %s:%d (%s), HTTP%s on %s:%d, storing in %s for %d days",
+                     cfg.bind_address, self.port, _security(cfg), "S" if self.http_tls else "",
+                     cfg.http_address or cfg.bind_address, self.http_port, self.store.root, self.store.retention_days)
             self.started.set()
             await self._expire_forever()
         finally:
@@ -363,6 +431,51 @@ class Aggregator:
         await server.wait_closed()
         await runner.cleanup()
         self.store.close()
+
+
+def _tls_contexts(config: Config) -> tuple[ssl.SSLContext | None, ssl.SSLContext | None]:
+    """The Forward port's and the HTTP port's TLS (None, None without a certificate): the same certificate, following
+    its files; Forward also requires client certificates of `client_ca_file` when given."""
+    if not (config.tls_cert_file or config.tls_key_file):
+        if config.client_ca_file:
+            raise AggregatorError("a client CA needs TLS: give the certificate and key too")
+        return None, None
+    if not (config.tls_cert_file and config.tls_key_file):
+        raise AggregatorError("TLS needs both a certificate and its key")
+    contexts = []
+    for client_ca in (config.client_ca_file, ""):
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        try:
+            context.load_cert_chain(config.tls_cert_file, config.tls_key_file)
+            if client_ca:
+                context.load_verify_locations(cafile=client_ca)
+                context.verify_mode = ssl.CERT_REQUIRED
+        except (OSError, ssl.SSLError) as exc:
+            raise AggregatorError(f"cannot use the TLS files {config.tls_cert_file}, {config.tls_key_file}"
+                                  f"{', ' + client_ca if client_ca else ''}: {exc}") from exc
+        contexts.append(certreload.follow(context, config.tls_cert_file, config.tls_key_file))
+    return contexts[0], contexts[1]
+
+
+def _security(config: Config) -> str:
+    """How the Forward port is protected, for the start-up log line."""
+    parts = ["TLS" if config.tls_cert_file else "plain TCP"]
+    if config.client_ca_file:
+        parts.append("client certificates")
+    parts.append("shared key" if config.shared_key else "no shared key")
+    return ", ".join(parts)
+
+
+async def _next_message(reader: asyncio.StreamReader, unpacker: Any) -> Any:
+    """The next whole message of the connection (None if it closes first)."""
+    while True:
+        for obj in unpacker:
+            return obj
+        data = await reader.read(READ_SIZE)
+        if not data:
+            return None
+        unpacker.feed(data)
 
 
 def _gone(request: web.Request) -> bool:

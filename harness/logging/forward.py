@@ -5,19 +5,31 @@ arrays, one per message, in any of the four event modes:
 
 - Message:                 [tag, time, record, option?]
 - Forward:                 [tag, [[time, record], ...], option?]
-- PackedForward:           [tag, bin(msgpack stream of [time, record]), option?]
+- PackedForward:           [tag, bin(msgpack stream of [time, record]), option?] (str 32 from fluentd's out_forward)
 - CompressedPackedForward: PackedForward whose bin is gzip'd, option {"compressed": "gzip"}
 
 `time` is an integer (seconds) or an EventTime (msgpack ext type 0: seconds and nanoseconds, two big-endian
 uint32). When option carries `chunk` (the sender's `require_ack_response`), the receiver answers {"ack": chunk}
 once the events are stored; the sender keeps them until then and sends them again otherwise, so delivery is
-at-least-once. The handshake (HELO/PING/PONG, for shared keys) is not implemented: peers are on the cluster network.
+at-least-once.
+
+The handshake (fluentd's `<security>`): before any event, a server with a shared key sends
+HELO `["HELO", {"nonce": bin, "auth": salt for user auth or "", "keepalive": bool}]`; the client answers
+PING `["PING", self_hostname, shared_key_salt, hex sha512(shared_key_salt + self_hostname + nonce + shared_key),
+username, password_digest]`; the server answers PONG `["PONG", true, "", self_hostname, hex sha512(shared_key_salt +
+server's self_hostname + nonce + shared_key)]`, which the client checks, or `["PONG", false, reason, "", ""]` and
+closes. Both sides thus prove they know the key without sending it; the nonce makes each proof good for one
+connection only. The functions here build and check those messages and do no I/O; the reasons are fluentd's words
+(in_forward's "shared_key mismatch", out_forward's "authentication failed: ..."). TLS (`<transport tls>`) is the
+connection's business, not the messages'.
 """
 
 from __future__ import annotations
 
 import base64
 import gzip
+import hashlib
+import hmac
 import os
 import struct
 from collections.abc import Iterable, Iterator
@@ -92,9 +104,10 @@ def decode(message: Any) -> Message:
     if isinstance(second, (list, tuple)):  # Forward
         options = message[2] if len(message) > 2 else {}
         entries = [_entry(e) for e in second]
-    elif isinstance(second, (bytes, bytearray)):  # PackedForward / CompressedPackedForward
+    elif isinstance(second, (bytes, bytearray, str)):  # PackedForward / CompressedPackedForward
+        # fluentd's out_forward sends the entries as a str 32, not bin; new_unpacker kept their bytes
         options = message[2] if len(message) > 2 else {}
-        data = bytes(second)
+        data = second.encode(errors="surrogateescape") if isinstance(second, str) else bytes(second)
         if isinstance(options, dict) and options.get("compressed") == "gzip":
             data = gzip.decompress(data)
         unpacker = new_unpacker()
@@ -152,5 +165,151 @@ def read_acks(unpacker: msgpack.Unpacker) -> Iterator[str]:
             yield str(reply["ack"])
 
 
-__all__ = ["DEFAULT_PORT", "Entry", "ForwardProtocolError", "Message", "ack", "decode", "event_time",
-           "new_chunk_id", "new_unpacker", "pack_entries", "packed_forward", "read_acks"]
+# --------------------------------------------------------------------------------------------------- handshake
+
+HELO, PING, PONG = "HELO", "PING", "PONG"
+#: in_forward's reasons in a refusing PONG.
+SHARED_KEY_MISMATCH = "shared_key mismatch"
+INVALID_PING = "invalid ping message"
+
+
+class HandshakeError(ForwardProtocolError):
+    """A handshake that failed; `reason` says why in fluentd's words (a refusing PONG carries it)."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class Helo:
+    """What a server's HELO says: the nonce to prove the key against, the user-auth salt (empty: no user auth), and
+    whether the connection may carry more than one message."""
+
+    nonce: bytes
+    auth: bytes = b""
+    keepalive: bool = True
+
+
+@dataclass(frozen=True)
+class Ping:
+    """A client's valid PING: who it says it is and the salt its proof used (the PONG's proof uses it too)."""
+
+    hostname: str
+    salt: bytes
+    username: str = ""
+
+
+def new_nonce() -> bytes:
+    """16 random bytes, as in_forward's nonce and user-auth salt."""
+    return os.urandom(16)
+
+
+def new_salt() -> str:
+    """A client's shared-key salt, as out_forward makes it: 16 random bytes in hex."""
+    return os.urandom(16).hex()
+
+
+def _bytes(value: str | bytes) -> bytes:
+    return value if isinstance(value, bytes) else value.encode()
+
+
+def shared_key_digest(salt: str | bytes, hostname: str | bytes, nonce: str | bytes, shared_key: str | bytes) -> str:
+    """hex sha512(salt + hostname + nonce + shared_key): the proof of the key in a PING and in a PONG."""
+    return hashlib.sha512(b"".join(map(_bytes, (salt, hostname, nonce, shared_key)))).hexdigest()
+
+
+def _same(digest: Any, expected: str) -> bool:
+    return isinstance(digest, (str, bytes)) and hmac.compare_digest(_bytes(digest), expected.encode())
+
+
+def helo(nonce: bytes, *, auth: bytes = b"", keepalive: bool = True) -> list[Any]:
+    """The server's HELO."""
+    return [HELO, {"nonce": nonce, "auth": auth, "keepalive": keepalive}]
+
+
+def parse_helo(message: Any) -> Helo:
+    """A HELO's options; HandshakeError (out_forward's words) if the message is not one."""
+    if not isinstance(message, (list, tuple)) or len(message) != 2 or message[0] != HELO:
+        raise HandshakeError("received invalid helo message")
+    options = message[1] or {}
+    if not isinstance(options, dict):
+        raise HandshakeError("received invalid helo message")
+    nonce, auth = options.get("nonce") or b"", options.get("auth") or b""
+    if not isinstance(nonce, (str, bytes)) or not isinstance(auth, (str, bytes)):
+        raise HandshakeError("received invalid helo message")
+    return Helo(_bytes(nonce), _bytes(auth), bool(options.get("keepalive", True)))
+
+
+def ping(server: Helo, *, hostname: str, shared_key: str, salt: str, username: str = "",
+         password: str = "") -> list[Any]:
+    """The client's PING answering `server`'s HELO. When the HELO carries a user-auth salt, the username and
+    hex sha512(auth salt + username + password) go along (empty ones, as out_forward sends without a <user>)."""
+    proof = shared_key_digest(salt, hostname, server.nonce, shared_key)
+    password_digest = hashlib.sha512(server.auth + username.encode() + password.encode()).hexdigest() \
+        if server.auth else ""
+    return [PING, hostname, salt, proof, username if server.auth else "", password_digest]
+
+
+def check_ping(message: Any, *, nonce: bytes, shared_key: str) -> Ping:
+    """The client's PING checked against this connection's nonce and the key; HandshakeError with in_forward's
+    reason ("invalid ping message", "shared_key mismatch") otherwise. User auth is not checked (none is set)."""
+    if not isinstance(message, (list, tuple)) or len(message) != 6 or message[0] != PING:
+        raise HandshakeError(INVALID_PING)
+    _, hostname, salt, proof, username, _password = message
+    if not isinstance(hostname, (str, bytes)) or not isinstance(salt, (str, bytes)):
+        raise HandshakeError(INVALID_PING)
+    if not _same(proof, shared_key_digest(salt, hostname, nonce, shared_key)):
+        raise HandshakeError(SHARED_KEY_MISMATCH)
+    name = hostname.decode(errors="replace") if isinstance(hostname, bytes) else hostname
+    return Ping(name, _bytes(salt), username if isinstance(username, str) else "")
+
+
+def pong(client: Ping, *, hostname: str, nonce: bytes, shared_key: str) -> list[Any]:
+    """The server's PONG accepting `client`, proving the key in turn with the server's own hostname."""
+    return [PONG, True, "", hostname, shared_key_digest(client.salt, hostname, nonce, shared_key)]
+
+
+def pong_refused(reason: str) -> list[Any]:
+    """The server's PONG refusing the client (the server closes the connection after it)."""
+    return [PONG, False, reason, "", ""]
+
+
+def check_pong(message: Any, *, hostname: str, salt: str, nonce: bytes, shared_key: str) -> str:
+    """The server's PONG checked against what this client sent; the server's hostname, or HandshakeError with
+    out_forward's reason: "invalid format for PONG message", "authentication failed: <the server's reason>",
+    "same hostname between input and output: invalid configuration", "shared key mismatch"."""
+    if not isinstance(message, (list, tuple)) or len(message) != 5 or message[0] != PONG:
+        raise HandshakeError("invalid format for PONG message")
+    _, accepted, reason, server, proof = message
+    if accepted is not True:
+        raise HandshakeError(f"authentication failed: {reason}")
+    if not isinstance(server, str):
+        raise HandshakeError("invalid format for PONG message")
+    if server == hostname:
+        raise HandshakeError("same hostname between input and output: invalid configuration")
+    if not _same(proof, shared_key_digest(salt, server, nonce, shared_key)):
+        raise HandshakeError("shared key mismatch")
+    return server
+
+
+def pack(message: Any) -> bytes:
+    """One protocol message on the wire (bytes as msgpack bin, as fluentd's nonce)."""
+    return msgpack.packb(message, use_bin_type=True)
+
+
+def read_shared_key(path: str) -> str:
+    """A shared key from its file, surrounding whitespace removed; ValueError if the file holds none (OSError if it
+    cannot be read)."""
+    with open(path, encoding="utf-8") as f:
+        key = f.read().strip()
+    if not key:
+        raise ValueError(f"{path} holds no shared key")
+    return key
+
+
+__all__ = ["DEFAULT_PORT", "HELO", "INVALID_PING", "PING", "PONG", "SHARED_KEY_MISMATCH", "Entry",
+           "ForwardProtocolError", "HandshakeError", "Helo", "Message", "Ping", "ack", "check_ping", "check_pong",
+           "decode", "event_time", "helo", "new_chunk_id", "new_nonce", "new_salt", "new_unpacker", "pack",
+           "pack_entries", "packed_forward", "parse_helo", "ping", "pong", "pong_refused", "read_acks",
+           "read_shared_key", "shared_key_digest"]

@@ -21,7 +21,14 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from harness.api import errors
-from harness.auth.user import ANONYMOUS_NAME, AUTHENTICATED, UNAUTHENTICATED, UserInfo, from_peer_certificate
+from harness.auth.user import (
+    ANONYMOUS_NAME,
+    AUTHENTICATED,
+    UNAUTHENTICATED,
+    UserInfo,
+    certificate_validity_error,
+    from_peer_certificate,
+)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -97,6 +104,8 @@ class DelegatedAuth:
         self.decisions = _Cache()
 
     async def authenticate(self, headers: Mapping[str, str], peer_cert: Mapping[str, Any] | None) -> UserInfo | None:
+        if peer_cert and certificate_validity_error(peer_cert, time.time()):
+            raise errors.Unauthorized("Unauthorized")
         user = from_peer_certificate(peer_cert)
         if user is not None:
             return UserInfo(user.name, (*user.groups, AUTHENTICATED))

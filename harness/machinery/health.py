@@ -14,7 +14,9 @@ from dataclasses import dataclass
 from aiohttp import web
 from prometheus_client import CollectorRegistry, PlatformCollector, ProcessCollector, generate_latest
 
+from harness.auth.user import NO_CHECK_TIME
 from harness.machinery.delegatedauth import DelegatedAuth, Reviewer
+from harness.util import certreload
 
 
 def component_registry() -> CollectorRegistry:
@@ -42,9 +44,11 @@ class SecureServing:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.minimum_version = ssl.TLSVersion.TLSv1_2
         context.load_cert_chain(self.cert_file, self.key_file)
+        certreload.follow(context, self.cert_file, self.key_file)
         if self.client_ca_file:
             context.load_verify_locations(cafile=self.client_ca_file)
             context.verify_mode = ssl.CERT_OPTIONAL
+            context.verify_flags |= NO_CHECK_TIME  # dates checked by the authenticator: expired is 401
         return context
 
     def auth(self, reviewer: Reviewer) -> DelegatedAuth:

@@ -1,27 +1,49 @@
 """The logging pipeline: every machine's component logs and every container's logs reach the aggregator on the
 first master with their metadata, and nothing is lost when the aggregator is killed for a while and an agent is
-killed mid-stream (at-least-once: duplicates are allowed, counted and reported)."""
+killed mid-stream (at-least-once: duplicates are allowed, counted and reported). The aggregator's Forward port
+speaks only TLS and only to a client that proves the cluster's shared key; its query port is HTTPS only."""
 
 from __future__ import annotations
 
 import json
 import re
+import socket
+import ssl
+import time
+import urllib.error
 import urllib.parse
 import urllib.request
 import uuid
 from collections import Counter
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+import pytest
+
+from harness.logging import forward
 from tests.infra.support import BUSYBOX, InfraCluster
 
 LINES = 2000
+FORWARD_PORT, HTTP_PORT = 24224, 24220
+
+
+def cluster_tls(cluster: InfraCluster) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(cluster.ca_file))
 
 
 def query(cluster: InfraCluster, **params: str) -> list[dict[str, Any]]:
-    url = f"http://{cluster.masters[0].ip}:24220/query?" + urllib.parse.urlencode({"limit": "1000000", **params})
-    with urllib.request.urlopen(url, timeout=30) as resp:
+    url = f"https://{cluster.masters[0].ip}:{HTTP_PORT}/query?" + urllib.parse.urlencode({"limit": "1000000",
+                                                                                           **params})
+    with urllib.request.urlopen(url, timeout=30, context=cluster_tls(cluster)) as resp:
         return [json.loads(line) for line in resp.read().splitlines() if line.strip()]
+
+
+def aggregator_metric(cluster: InfraCluster, sample: str) -> float:
+    url = f"https://{cluster.masters[0].ip}:{HTTP_PORT}/metrics"
+    with urllib.request.urlopen(url, timeout=10, context=cluster_tls(cluster)) as resp:
+        text = resp.read().decode()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " "))
 
 
 def agent_retries(ip: str) -> float:
@@ -117,3 +139,89 @@ spec:
             print(f"no-loss, {name}: {LINES} lines, all delivered, {duplicates} duplicates")
             record_property(f"{name}_duplicates", duplicates)  # in the JUnit report (reports/infra.xml)
         host.run(f"rm -f {component_log}")
+
+
+# -- the aggregator's ports -------------------------------------------------------------------------------------
+
+
+def read_until_closed(sock: socket.socket) -> bytes:
+    """What the peer sends until it closes the connection (failing if it neither answers nor closes in 10 s)."""
+    got = b""
+    sock.settimeout(10)
+    try:
+        while data := sock.recv(65536):
+            got += data
+    except (ConnectionResetError, ssl.SSLError):
+        pass
+    except TimeoutError:
+        pytest.fail(f"the aggregator kept the connection open, having sent {got!r}")
+    return got
+
+
+def next_message(sock: socket.socket, unpacker: Any) -> Any:
+    sock.settimeout(10)
+    while True:
+        for message in unpacker:
+            return message
+        data = sock.recv(65536)
+        assert data, "the aggregator closed the connection"
+        unpacker.feed(data)
+
+
+def handshake(cluster: InfraCluster, key: str, hostname: str) -> tuple[ssl.SSLSocket, Any, forward.Helo, str]:
+    """A TLS connection (verified against the cluster CA) that has sent its PING: (socket, unpacker, HELO, salt)."""
+    ip = cluster.masters[0].ip
+    sock = cluster_tls(cluster).wrap_socket(socket.create_connection((ip, FORWARD_PORT), timeout=10),
+                                            server_hostname=ip)
+    unpacker = forward.new_unpacker()
+    helo = forward.parse_helo(next_message(sock, unpacker))
+    salt = forward.new_salt()
+    sock.sendall(forward.pack(forward.ping(helo, hostname=hostname, shared_key=key, salt=salt)))
+    return sock, unpacker, helo, salt
+
+
+def test_the_forward_port_does_not_serve_a_plain_tcp_client(cluster: InfraCluster) -> None:
+    marker = f"plain-{uuid.uuid4().hex[:8]}"
+    events = forward.packed_forward("infra.plain", [forward.Entry(time.time(), {"message": marker})], "plain-chunk")
+    with socket.create_connection((cluster.masters[0].ip, FORWARD_PORT), timeout=10) as sock:
+        sock.sendall(events)
+        got = read_until_closed(sock)
+    assert b"ack" not in got and b"HELO" not in got, got
+    assert query(cluster, since="1h", grep=marker) == []
+
+
+def test_the_forward_port_refuses_a_client_without_the_shared_key(cluster: InfraCluster) -> None:
+    mismatch = 'harness_log_aggregator_handshake_failures_total{reason="shared_key_mismatch"}'
+    before = aggregator_metric(cluster, mismatch)
+    sock, unpacker, _helo, _salt = handshake(cluster, "not-the-cluster-key", "infra-test")
+    with sock:
+        assert next_message(sock, unpacker) == ["PONG", False, "shared_key mismatch", "", ""]
+        assert read_until_closed(sock) == b""
+    assert aggregator_metric(cluster, mismatch) == before + 1
+
+
+def test_the_forward_port_takes_events_after_the_handshake_with_the_cluster_key(cluster: InfraCluster) -> None:
+    key = forward.read_shared_key(str(Path(cluster.cluster_vars["pki_source"]) / "forward-shared-key"))
+    marker = f"keyed-{uuid.uuid4().hex[:8]}"
+    sock, unpacker, helo, salt = handshake(cluster, key, "infra-test")
+    with sock:
+        server = forward.check_pong(next_message(sock, unpacker), hostname="infra-test", salt=salt,
+                                    nonce=helo.nonce, shared_key=key)
+        assert server == f"{cluster.masters[0].name}-log-aggregator"
+        sock.sendall(forward.packed_forward("infra.keyed", [forward.Entry(time.time(), {"message": marker})],
+                                            "keyed-chunk"))
+        assert next_message(sock, unpacker) == {"ack": "keyed-chunk"}
+    assert [r["message"] for r in query(cluster, since="1h", grep=marker)] == [marker]
+
+
+def test_the_query_port_is_https_with_the_aggregator_certificate(cluster: InfraCluster) -> None:
+    master = cluster.masters[0]
+    with urllib.request.urlopen(f"https://{master.ip}:{HTTP_PORT}/healthz", timeout=10,
+                                context=cluster_tls(cluster)) as resp:
+        assert resp.status == 200
+    with cluster_tls(cluster).wrap_socket(socket.create_connection((master.ip, HTTP_PORT), timeout=10),
+                                          server_hostname=master.ip) as tls:
+        cert = tls.getpeercert()
+    assert cert and ("commonName", "harness-log-aggregator") in (rdn[0] for rdn in cert["subject"]), cert
+    with pytest.raises((urllib.error.URLError, ConnectionError)):
+        urllib.request.urlopen(f"http://{master.ip}:{HTTP_PORT}/healthz", timeout=10).close()

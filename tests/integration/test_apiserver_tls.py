@@ -7,6 +7,7 @@ secure port; certificates come from `harness.cluster.pki` as `harness up` makes 
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import ssl
 import stat
@@ -111,6 +112,29 @@ async def test_a_certificate_of_another_ca_is_refused_at_the_handshake(secure: S
     ctx.load_cert_chain(tmp_path / "s.crt", tmp_path / "s.key")
     with pytest.raises(aiohttp.ClientError):
         await get(f"{secure.url}/api/v1/namespaces", ctx)
+
+
+def _attempts(text: str, result: str) -> float:
+    prefix = f'authentication_attempts_total{{result="{result}"}} '
+    return sum(float(line[len(prefix):]) for line in text.splitlines() if line.startswith(prefix))
+
+
+@pytest.mark.parametrize("shift", [-10, 10], ids=["expired", "not-yet-valid"])
+async def test_a_certificate_outside_its_validity_is_401_and_counted_as_an_error(secure: Secure, tmp_path: Path,
+                                                                                shift: int) -> None:
+    ca = x509.load(secure.pki / "ca.crt", secure.pki / "ca.key")
+    when = dt.datetime.now(dt.UTC) + dt.timedelta(days=shift)
+    x509.save(x509.sign(ca, x509.CertRequest("kubernetes-admin", ("system:masters",), days=1), now=when,
+                        key_kind="ecdsa"), tmp_path / "a.crt", tmp_path / "a.key")
+    ctx = secure.context()
+    ctx.load_cert_chain(tmp_path / "a.crt", tmp_path / "a.key")
+    _, before = await get(f"{secure.url}/metrics", secure.context("admin"))
+    status, body = await get(f"{secure.url}/api/v1/namespaces", ctx)
+    assert (status, body.get("reason"), body.get("message")) == (401, "Unauthorized", "Unauthorized")
+    status, _ = await get(f"{secure.url}/healthz", ctx)
+    assert status == 401, "a bad certificate is refused even where anonymous requests are allowed"
+    _, after = await get(f"{secure.url}/metrics", secure.context("admin"))
+    assert _attempts(after["text"], "error") == _attempts(before["text"], "error") + 2
 
 
 async def test_authentication_is_counted_with_upstream_metric_names(secure: Secure) -> None:

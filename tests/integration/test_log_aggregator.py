@@ -24,7 +24,7 @@ import pytest
 import pytest_asyncio
 from fluent import sender
 
-from harness.cli.logaggregator import format_record, server_from_inventory
+from harness.cli.logaggregator import ca_from_inventory, format_record, server_from_inventory
 from harness.logging import forward
 from harness.logging.aggregator import Aggregator, Config, parse_time, serve
 from harness.logging.forward import Entry
@@ -402,7 +402,10 @@ def test_the_server_is_the_first_masters_node_ip(tmp_path: Path) -> None:
     hosts.parent.mkdir()
     hosts.write_text("all:\n  children:\n    masters:\n      hosts:\n        master-1: {node_ip: 10.240.0.11}\n"
                      "        master-2: {node_ip: 10.240.0.12}\n    workers:\n      hosts: {}\n")
-    assert server_from_inventory("c1", tmp_path) == "http://10.240.0.11:24220"
+    assert server_from_inventory("c1", tmp_path) == "https://10.240.0.11:24220"
+    assert ca_from_inventory("c1", tmp_path) == tmp_path / "c1" / "pki" / "ca.crt"
+    hosts.write_text(hosts.read_text() + "  vars: {pki_source: /somewhere/pki}\n")
+    assert ca_from_inventory("c1", tmp_path) == Path("/somewhere/pki/ca.crt")
 
 
 def test_format_record() -> None:

@@ -11,8 +11,11 @@ from harness.api import errors
 from harness.apiserver import authn
 from harness.auth.user import UserInfo
 
-ADMIN_CERT = {"subject": ((("organizationName", "system:masters"),), (("commonName", "kubernetes-admin"),))}
-NODE_CERT = {"subject": ((("organizationName", "system:nodes"),), (("commonName", "system:node:worker-1"),))}
+#: Python's decoded form of a verified peer certificate; valid from 2000 to 2999 (the authenticator checks dates).
+VALID = {"notBefore": "Jan  1 00:00:00 2000 GMT", "notAfter": "Jan  1 00:00:00 2999 GMT"}
+ADMIN_CERT = {"subject": ((("organizationName", "system:masters"),), (("commonName", "kubernetes-admin"),)), **VALID}
+NODE_CERT = {"subject": ((("organizationName", "system:nodes"),), (("commonName", "system:node:worker-1"),)),
+             **VALID}
 
 
 def creds(path: str = "/api/v1/pods", *, cert: dict | None = None, token: str = "") -> authn.Credentials:
@@ -40,7 +43,7 @@ def test_who_the_request_is(authentication: authn.Authentication, given: authn.C
 
 @pytest.mark.parametrize("given", [
     creds(), creds("/apis"), creds("/metrics"), creds("/healthzfoo"), creds(token="wrong"),
-    creds("/healthz", token="wrong"), creds(cert={"subject": ((("organizationName", "x"),),)}),
+    creds("/healthz", token="wrong"), creds(cert={"subject": ((("organizationName", "x"),),), **VALID}),
 ])
 def test_everyone_else_is_401(authentication: authn.Authentication, given: authn.Credentials) -> None:
     with pytest.raises(errors.Unauthorized, match=r"^Unauthorized$"):
@@ -90,3 +93,16 @@ def test_the_kubernetes_service_points_at_the_secure_port_when_there_is_one() ->
     assert Config(etcd_servers=[], port=6443).advertised_port == 6443
     assert Config(etcd_servers=[], port=0, secure_port=6443).advertised_port == 6443
     assert Config(etcd_servers=[], port=8080, secure_port=6443).advertised_port == 6443
+
+
+@pytest.mark.parametrize(("now", "why"), [
+    (946684799.0, "current time 1999-12-31T23:59:59Z is before 2000-01-01T00:00:00Z"),
+    (32503680001.0, "current time 3000-01-01T00:00:01Z is after 2999-01-01T00:00:00Z"),
+])
+def test_a_certificate_outside_its_validity_is_described_in_go_s_words(now: float, why: str) -> None:
+    from harness.auth.user import certificate_validity_error
+
+    assert certificate_validity_error(ADMIN_CERT, now) == \
+        f"x509: certificate has expired or is not yet valid: {why}"
+    assert certificate_validity_error(ADMIN_CERT, 1e9) == ""
+    assert certificate_validity_error({"subject": ()}, 1e9) == "x509: certificate has no validity period"

@@ -55,6 +55,7 @@ def test_apiserver_certificate_names_every_way_clients_reach_it() -> None:
     ("prometheus", "CN=system:prometheus", "CN=kubernetes", ("client",)),
     ("machines/master-1/etcd/server", "CN=master-1", "CN=etcd-ca", ("server", "client")),
     ("machines/master-1/etcd/peer", "CN=master-1", "CN=etcd-ca", ("server", "client")),
+    ("machines/master-1/log-aggregator", "CN=harness-log-aggregator", "CN=kubernetes", ("server",)),
     ("machines/worker-1/kubelet-client", "CN=system:node:worker-1,O=system:nodes", "CN=kubernetes", ("client",)),
     ("machines/worker-1/kubelet", "CN=system:node:worker-1,O=system:nodes", "CN=kubernetes", ("server",)),
 ])
@@ -97,7 +98,7 @@ def test_new_masters_reissue_only_what_names_them(tmp_path: Path) -> None:
     assert changes.cas == () and not changes.sa_key
     assert set(changes.certs) == {"apiserver", *(f"machines/master-{i}/{k}" for i in (2, 3)
                                                  for k in ("etcd/server", "etcd/peer", "kube-scheduler-server",
-                                                           "kube-controller-manager-server"))}
+                                                           "kube-controller-manager-server", "log-aggregator"))}
     assert (tmp_path / "ca.crt").read_bytes() == ca
     assert "192.168.56.12" in described(tmp_path, "apiserver").sans
 
@@ -133,7 +134,8 @@ def test_each_machine_gets_only_what_it_needs() -> None:
     the_plan = pki.plan(NODES, service_cidr="10.96.0.0/12")
     worker = {dest: mode for _, dest, mode in pki.files_for(the_plan, NODES[1])}
     assert worker == {"ca.crt": 0o644, "kubelet.crt": 0o644, "kubelet.key": 0o600, "kubelet-client.crt": 0o644,
-                      "kubelet-client.key": 0o600, "kube-proxy.crt": 0o644, "kube-proxy.key": 0o600}
+                      "kubelet-client.key": 0o600, "kube-proxy.crt": 0o644, "kube-proxy.key": 0o600,
+                      "forward-shared-key": 0o600}
     master = {src: dest for src, dest, _ in pki.files_for(the_plan, NODES[0])}
     assert master["machines/master-1/etcd/server.crt"] == "etcd/server.crt"
     assert {"ca.key", "etcd/ca.key", "sa.key", "sa.pub", "apiserver.key", "admin.crt"} <= set(master.values())
@@ -176,3 +178,28 @@ def test_every_kubeconfig_s_certificate_is_placed_on_its_machine(node: NodeSpec)
     placed = {dest for _, dest, _ in pki.files_for(pki.plan(HA, service_cidr="10.96.0.0/12"), node)}
     for kc in pki.kubeconfigs_for(node):
         assert {f"{kc['cert']}.crt", f"{kc['cert']}.key", "ca.crt"} <= placed, kc
+
+
+def test_the_log_aggregator_certificate_names_its_master_as_agents_dial_it(made: Path) -> None:
+    assert set(described(made, "machines/master-1/log-aggregator").sans) == {
+        "master-1", "192.168.56.10", "localhost", "127.0.0.1"}
+    placed = {src: (dest, mode) for src, dest, mode in pki.files_for(pki.plan(NODES, service_cidr="10.96.0.0/12"),
+                                                                     NODES[0])}
+    assert placed["machines/master-1/log-aggregator.crt"] == ("log-aggregator.crt", 0o644)
+    assert placed["machines/master-1/log-aggregator.key"] == ("log-aggregator.key", 0o600)
+
+
+def test_the_forward_shared_key_is_made_once_secret_and_placed_everywhere(tmp_path: Path) -> None:
+    the_plan = pki.plan(HA, service_cidr="10.96.0.0/12")
+    assert pki.ensure(tmp_path, the_plan, now=NOW, key_kind=FAST).forward_key
+    path = tmp_path / pki.FORWARD_SHARED_KEY
+    key = path.read_text()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert len(key.strip()) == 64 and int(key, 16) and key.endswith("\n")  # 32 random bytes, hex
+    again = pki.ensure(tmp_path, the_plan, now=NOW, key_kind=FAST)
+    assert not again.forward_key and path.read_text() == key
+    other = tmp_path / "other"
+    pki.ensure(other, the_plan, now=NOW, key_kind=FAST)
+    assert (other / pki.FORWARD_SHARED_KEY).read_text() != key, "each cluster has a key of its own"
+    for node in HA:
+        assert (pki.FORWARD_SHARED_KEY, pki.FORWARD_SHARED_KEY, 0o600) in pki.files_for(the_plan, node), node.name
