@@ -6,7 +6,9 @@ The messages are declared upstream in `generated.proto` files (one per API group
 go-to-protobuf from the Go types):
 
     kubernetes/api           core/v1, apps/v1, coordination/v1, rbac/v1, authentication/v1,
-                             authorization/v1, autoscaling/v1, policy/v1            (generated.proto)
+                             authorization/v1, autoscaling/v1 and v2, policy/v1, certificates/v1,
+                             batch/v1, discovery/v1, networking/v1, storage/v1, scheduling/v1,
+                             node/v1, admissionregistration/v1                      (generated.proto)
     kubernetes/apimachinery  pkg/apis/meta/v1, pkg/api/resource, pkg/util/intstr,
                              pkg/runtime, pkg/runtime/schema                        (generated.proto)
 
@@ -75,7 +77,8 @@ from typing import Any
 
 #: The upstream packages read: (repository, directory in it). Their messages are all written out.
 API_PACKAGES = ("core/v1", "apps/v1", "coordination/v1", "rbac/v1", "authentication/v1", "authorization/v1",
-                "autoscaling/v1", "policy/v1")
+                "autoscaling/v1", "autoscaling/v2", "policy/v1", "certificates/v1", "batch/v1", "discovery/v1",
+                "networking/v1", "storage/v1", "scheduling/v1", "node/v1", "admissionregistration/v1")
 APIMACHINERY_PACKAGES = ("pkg/apis/meta/v1", "pkg/api/resource", "pkg/util/intstr", "pkg/runtime",
                          "pkg/runtime/schema")
 PACKAGES = (*(("api", p) for p in API_PACKAGES), *(("apimachinery", p) for p in APIMACHINERY_PACKAGES))

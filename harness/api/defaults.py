@@ -270,6 +270,24 @@ def _node(obj: dict[str, Any]) -> None:
         status["allocatable"] = dict(status["capacity"])
 
 
+def default_limit_range_item(item: dict[str, Any]) -> None:
+    """SetDefaults_LimitRangeItem: a Container item's default limit is its max, its default request the default
+    limit, else its min, resource by resource."""
+    if item.get("type") != "Container":
+        return
+    for bound, into in (("max", "default"), ("default", "defaultRequest"), ("min", "defaultRequest")):
+        source = item.get(bound)
+        if isinstance(source, dict) and source and isinstance(item.get(into) or {}, dict):
+            target = item[into] = item.get(into) or {}
+            for name, value in source.items():
+                target.setdefault(name, value)
+
+
+def _limit_range(obj: dict[str, Any]) -> None:
+    for item in _dicts(_child(obj, "spec").get("limits")):
+        default_limit_range_item(item)
+
+
 def _binding(obj: dict[str, Any]) -> None:
     _default(_child(obj, "roleRef"), "apiGroup", RBAC_GROUP)
     for subject in _dicts(obj.get("subjects")):
@@ -288,9 +306,11 @@ DEFAULTERS: dict[str, Defaulter] = {
     "Namespace": _namespace,
     "Secret": _secret,
     "Node": _node,
+    "LimitRange": _limit_range,
     "RoleBinding": _binding,
     "ClusterRoleBinding": _binding,
 }
 
 
-__all__ = ["DEFAULTERS", "apply_defaults", "default_pod_spec", "default_pod_template", "image_pull_policy"]
+__all__ = ["DEFAULTERS", "apply_defaults", "default_limit_range_item", "default_pod_spec", "default_pod_template",
+           "image_pull_policy"]

@@ -114,6 +114,7 @@ KINDS: tuple[Kind, ...] = (
        subresources=("token",)),
     _k("", "v1", "Event", "events", short_names=("ev",), model="CoreV1Event"),
     _k("", "v1", "ResourceQuota", "resourcequotas", short_names=("quota",), subresources=("status",)),
+    _k("", "v1", "LimitRange", "limitranges", short_names=("limits",)),
     _k("", "v1", "ReplicationController", "replicationcontrollers", short_names=("rc",),
        categories=("all",), tracks_generation=True, subresources=("status", "scale")),
     # apps/v1
@@ -131,6 +132,9 @@ KINDS: tuple[Kind, ...] = (
     _k("rbac.authorization.k8s.io", "v1", "ClusterRole", "clusterroles", False),
     _k("rbac.authorization.k8s.io", "v1", "RoleBinding", "rolebindings"),
     _k("rbac.authorization.k8s.io", "v1", "ClusterRoleBinding", "clusterrolebindings", False),
+    # certificates.k8s.io/v1
+    _k("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", False,
+       short_names=("csr",), subresources=("status", "approval")),
     # authentication.k8s.io/v1 and authorization.k8s.io/v1: questions, answered in the response's status
     _k("authentication.k8s.io", "v1", "TokenReview", "tokenreviews", False, verbs=("create",)),
     _k("authentication.k8s.io", "v1", "SelfSubjectReview", "selfsubjectreviews", False, verbs=("create",)),

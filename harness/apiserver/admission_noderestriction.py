@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.api import errors
-from harness.apiserver.admission import Attributes
+from harness.apiserver.admission import Attributes, Phases
 from harness.auth.user import node_name
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
@@ -26,7 +26,7 @@ def _bound_to(pod: dict[str, Any] | None) -> str:
     return str(((pod or {}).get("spec") or {}).get("nodeName") or "")
 
 
-class NodeRestriction:
+class NodeRestriction(Phases):
     name = "NodeRestriction"
 
     async def admit(self, attrs: Attributes) -> None:

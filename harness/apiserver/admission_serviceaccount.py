@@ -12,7 +12,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from harness.api import errors
-from harness.apiserver.admission import Attributes
+from harness.apiserver.admission import Attributes, Phases
 
 DEFAULT_ACCOUNT = "default"
 MOUNT_PATH = "/var/run/secrets/kubernetes.io/serviceaccount"
@@ -63,7 +63,7 @@ def mount_token(spec: dict[str, Any]) -> None:
         volumes.append(token_volume(name))
 
 
-class ServiceAccount:
+class ServiceAccount(Phases):
     name = "ServiceAccount"
 
     def __init__(self, lookup: AccountLookup, *, retries: int = DEFAULT_RETRIES,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +20,7 @@ from typing import Any
 from aiohttp import web
 
 from harness.api import errors, registry, validation
+from harness.api.registry import Kind
 from harness.apiserver import (
     audit,
     authn,
@@ -28,6 +30,7 @@ from harness.apiserver import (
     handlers,
     impersonation,
     openapi,
+    request_warnings,
     subresources,
     tokenrequest,
 )
@@ -218,6 +221,37 @@ async def _service_account_lookup(server: ApiServer, namespace: str, name: str) 
         return None
 
 
+class ServerObjects:
+    """`admission.Objects` over this apiserver's stores and watch caches; writes go as the apiserver itself."""
+
+    def __init__(self, server: ApiServer) -> None:
+        self.server = server
+
+    def _kind(self, resource: str, group: str) -> Kind:
+        return next(k for k in registry.STORED_KINDS if k.plural == resource and k.group == group)
+
+    async def get(self, resource: str, namespace: str, name: str, group: str = "") -> dict[str, Any] | None:
+        kind = self._kind(resource, group)
+        cached = self.server.caches[kind].objects.get(kind.key(namespace or None, name))
+        if cached is not None:
+            return cached
+        try:
+            return await self.server.stores[kind].get(namespace, name)
+        except errors.NotFound:
+            return None
+
+    async def list(self, resource: str, namespace: str, group: str = "") -> list[dict[str, Any]]:
+        kind = self._kind(resource, group)
+        prefix = kind.key_prefix(namespace or None)
+        return [obj for key, obj in self.server.caches[kind].objects.items() if key.startswith(prefix)]
+
+    async def update_status(self, resource: str, obj: dict[str, Any], group: str = "") -> dict[str, Any]:
+        kind = self._kind(resource, group)
+        md = obj.get("metadata") or {}
+        return await self.server.stores[kind].update(md.get("namespace", ""), md.get("name", ""), obj,
+                                                     user=authn.APISERVER_USER, subresource="status")
+
+
 async def _namespace_lookup(server: ApiServer, name: str) -> dict[str, Any] | None:
     kind = registry.by_path("", "v1", "namespaces")
     cached = server.caches[kind].objects.get(kind.key(None, name))
@@ -292,9 +326,13 @@ def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[
         server.backend = await make_backend()
         ctx = PluginContext(namespace_lookup=lambda name: _namespace_lookup(server, name),
                             service_account_lookup=lambda ns, name: _service_account_lookup(server, ns, name),
+                            objects=ServerObjects(server),
+                            configuration=server.config.admission_configuration,
+                            metrics=server.metrics,
                             default_not_ready_toleration_seconds=server.config.default_not_ready_toleration_seconds,
                             default_unreachable_toleration_seconds=server.config.default_unreachable_toleration_seconds)
         server.authorization = authz.build(server.config.authorization_mode, server.caches)
+        ctx = dataclasses.replace(ctx, authorizer=server.authorization.authorizer)
         server.chain = Chain.build(server.config.admission_plugins, ctx, server.authorization.authorizer)
         allocations = ServiceAllocations(server.backend, IPRange(server.config.service_cluster_ip_range),
                                          PortRange(server.config.service_node_port_range))
@@ -345,12 +383,12 @@ async def _close(auditor: audit.Auditor) -> None:
 
 
 def build_app(config: Config, make_backend: Callable[[], Awaitable[Backend]]) -> web.Application:
-    middlewares = [codec.negotiation, observe, authenticate, authorize_paths]
+    middlewares = [codec.negotiation, request_warnings.collect, observe, authenticate, authorize_paths]
     if config.audit_policy_file and config.audit_log_path:
         auditor = audit.Auditor(audit.load_policy(Path(config.audit_policy_file)),
                                 audit.LogWriter(Path(config.audit_log_path), config.audit_log_maxsize,
                                                 config.audit_log_maxbackup, config.audit_log_maxage))
-        middlewares.insert(3, audit.middleware(auditor, lambda r: r.get(authn.USER), handlers.describe))
+        middlewares.insert(4, audit.middleware(auditor, lambda r: r.get(authn.USER), handlers.describe))
         app_cleanup: list[Callable[[web.Application], Awaitable[None]]] = [lambda _app: _close(auditor)]
     else:
         app_cleanup = []

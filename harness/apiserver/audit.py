@@ -17,6 +17,7 @@ import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,17 @@ from harness.util.files import UnreadableFile, read_yaml
 
 LEVELS = ("None", "Metadata", "Request", "RequestResponse")
 STAGES = ("RequestReceived", "ResponseStarted", "ResponseComplete", "Panic")
+
+_ANNOTATIONS: ContextVar[dict[str, str] | None] = ContextVar("harness_audit_annotations", default=None)
+
+
+def add_annotations(annotations: dict[str, str]) -> None:
+    """Annotate the current request's audit event (upstream's `audit.AddAuditAnnotations`, e.g. from admission
+    plugins); the first value given for a key stays. Ignored when the request is not audited."""
+    recorded = _ANNOTATIONS.get()
+    if recorded is not None:
+        for key, value in annotations.items():
+            recorded.setdefault(key, value)
 
 
 class AuditConfigError(Exception):
@@ -172,8 +184,14 @@ class LogWriter:
 
     def _rotate(self) -> None:
         self._file.close()
-        stamp = dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H-%M-%S.%f")[:-3]
-        self.path.rename(self.path.with_name(f"{self.path.stem}-{stamp}{self.path.suffix}"))
+        when = dt.datetime.now(dt.UTC)
+        while True:  # two rotations within a millisecond must not overwrite the first copy
+            stamp = when.strftime("%Y-%m-%dT%H-%M-%S.%f")[:-3]
+            target = self.path.with_name(f"{self.path.stem}-{stamp}{self.path.suffix}")
+            if not target.exists():
+                break
+            when += dt.timedelta(milliseconds=1)
+        self.path.rename(target)
         copies = sorted(self.path.parent.glob(f"{self.path.stem}-*{self.path.suffix}"))  # names sort by time
         doomed = copies[:-self.max_backups] if self.max_backups else []
         if self.max_age_days:
@@ -281,14 +299,16 @@ def middleware(auditor: Auditor, user_of: Callable[[web.Request], UserInfo | Non
         if named and not info.name:
             info = dataclasses.replace(info, name=named)
 
+        added: dict[str, str] = {}
+
         def write(stage: str, code: int | None = None, response_object: Any = None) -> None:
             if stage in omit:
                 return
             decision = request.get(handlers.AUTHZ_DECISION)
+            annotations = {**({"authorization.k8s.io/decision": decision} if decision else {}), **added}
             auditor.writer.write(auditor.event(
                 audit_id=audit_id, stage=stage, level=level, request=request, user=user,
-                info=info, received=received, code=code,
-                annotations={"authorization.k8s.io/decision": decision} if decision else None,
+                info=info, received=received, code=code, annotations=annotations or None,
                 request_object=request_object, response_object=response_object))
 
         write("RequestReceived")
@@ -296,6 +316,7 @@ def middleware(auditor: Auditor, user_of: Callable[[web.Request], UserInfo | Non
             write("ResponseStarted", 200)
         code = 500
         response: web.StreamResponse | None = None
+        token = _ANNOTATIONS.set(added)
         try:
             response = await handler(request)
             code = response.status
@@ -309,6 +330,7 @@ def middleware(auditor: Auditor, user_of: Callable[[web.Request], UserInfo | Non
             code = int(getattr(exc, "code", 500) or 500)
             raise
         finally:
+            _ANNOTATIONS.reset(token)
             body = _response_object(response) if response is not None and level == "RequestResponse" else None
             write("ResponseComplete", code, body)
 

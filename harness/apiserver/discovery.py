@@ -53,6 +53,7 @@ SUBRESOURCES: dict[str, Subresource] = {
     "portforward": Subresource(_CONNECT, "PodPortForwardOptions"),
     "proxy": Subresource(_PROXY, "{kind}ProxyOptions"),
     "finalize": Subresource(("update",)),
+    "approval": Subresource(_GET_UPDATE),
     "token": Subresource(("create",), "TokenRequest", "authentication.k8s.io", "v1"),
     "ephemeralcontainers": Subresource(_GET_UPDATE),
     "resize": Subresource(_GET_UPDATE),

@@ -161,9 +161,11 @@ class Store:
         generated = not md.get("name") and bool(md.get("generateName"))
         defaults.apply_defaults(self.kind, obj)
         strategies.prepare_for_create(self.kind, obj, namespace=namespace)
+        self.strategy.prepare_create_by(obj, user)
         attrs = self._attrs("CREATE", namespace, md.get("name") or "", obj, None, user, dry_run=dry_run)
         await self.chain.admit(attrs)
         validation.validate_create(self.kind, obj, options=self.validation_options)
+        await self.chain.validate(attrs)
         if self.write_guard is not None:
             self.write_guard(attrs)
         if self.lifecycle is not None and not generated and \
@@ -238,10 +240,11 @@ class Store:
             defaults.apply_defaults(self.kind, new)
         attrs = self._attrs("UPDATE", namespace, name, new, old, user, subresource, dry_run)
         await self.chain.admit(attrs)
-        if subresource == "status":
-            validation.validate_status_update(self.kind, new, old, options=self.validation_options)
+        if subresource and subresource != "binding":
+            validation.validate_subresource_update(self.kind, subresource, new, old, options=self.validation_options)
         elif not subresource:
             validation.validate_update(self.kind, new, old, options=self.validation_options)
+        await self.chain.validate(attrs)
         if self.write_guard is not None:
             self.write_guard(attrs)
         claims = None
@@ -277,8 +280,9 @@ class Store:
         for _ in range(MAX_RETRIES):
             obj, rec = await self._read(namespace, name)
             self._check_preconditions(name, obj, opts.preconditions)
-            await self.chain.admit(self._attrs("DELETE", namespace, name, None, obj, user,
-                                               dry_run=opts.dry_run))
+            attrs = self._attrs("DELETE", namespace, name, None, obj, user, dry_run=opts.dry_run)
+            await self.chain.admit(attrs)
+            await self.chain.validate(attrs)
             new = self._mark_deleted(obj, opts)
             try:
                 if new is None:

@@ -19,6 +19,7 @@ from harness.api.registry import Kind
 from harness.apiserver import authn, codec, reviews, subresources, tables
 from harness.apiserver.genericregistry import DeleteOptions, Store
 from harness.apiserver.listing import ListOptions
+from harness.apiserver.request_warnings import header_value
 from harness.apiserver.state import STATE, ApiServer
 from harness.apiserver.watch import serve_watch
 from harness.auth.authorizer import RequestInfo
@@ -29,7 +30,7 @@ _INFO = "harness.request_info"
 AUTHZ_DECISION = web.RequestKey("harness_authz_decision", str)
 
 #: Subresources whose verbs are handled by the generic object path (status-like).
-_GENERIC_SUBRESOURCES = frozenset({"status", "finalize"})
+_GENERIC_SUBRESOURCES = frozenset({"status", "finalize", "approval"})
 
 
 @dataclass(frozen=True)
@@ -214,7 +215,7 @@ def check_fields(kind: Kind, obj: dict[str, Any], query: Any) -> list[str]:
 def warning_headers(warnings: list[str]) -> dict[str, str]:
     if not warnings:
         return {}
-    return {"Warning": ", ".join('299 - "{}"'.format(w.replace('"', '\\"')) for w in warnings)}
+    return {"Warning": header_value(warnings)}
 
 
 # -- output --------------------------------------------------------------------------------

@@ -40,6 +40,18 @@ class Metrics:
                                      "check split by kind.", ("resource",), registry=self.registry)
         self.watch_events = Counter("apiserver_watch_events_total", "Number of events sent in watch clients",
                                     ("group", "version", "kind"), registry=self.registry)
+        # The PodSecurity admission plugin's (upstream's pod-security-admission/metrics).
+        self.pod_security_evaluations = Counter(
+            "pod_security_evaluations_total", "Number of policy evaluations that occurred, not counting ignored or "
+            "exempt requests.", ("decision", "policy_level", "policy_version", "mode", "request_operation",
+                                 "resource", "subresource"), registry=self.registry)
+        self.pod_security_exemptions = Counter(
+            "pod_security_exemptions_total", "Number of exempt requests, not counting ignored or out of scope "
+            "requests.", ("request_operation", "resource", "subresource"), registry=self.registry)
+        self.pod_security_errors = Counter(
+            "pod_security_errors_total", "Number of errors preventing normal evaluation. Non-fatal errors may "
+            "result in the latest restricted profile being used for evaluation.",
+            ("fatal", "request_operation", "resource", "subresource"), registry=self.registry)
 
     def exposition(self) -> bytes:
         return generate_latest(self.registry)

@@ -46,6 +46,7 @@ _META_TYPES = frozenset({
 _QUANTITY_FIELDS = frozenset({
     "allocatable", "allocatedResources", "capacity", "divisor", "hard", "limits", "overhead",
     "requests", "sizeLimit", "used",
+    "default", "defaultRequest", "max", "maxLimitRequestRatio", "min",  # LimitRangeItem's bounds
 })
 
 #: (model, JSON field) -> named scalar definition the client flattened to datetime or dict.

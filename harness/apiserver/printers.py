@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from harness.api import certificates
 from harness.api.meta import Obj
 from harness.api.schema import fields_of, model_named
 from harness.util import rfc3339
@@ -275,6 +276,13 @@ def _quota(obj: Obj, now: datetime) -> list[Any]:
     return [_name(obj), age(obj, now), ", ".join(requests), ", ".join(limits)]
 
 
+def _csr(obj: Obj, now: datetime) -> list[Any]:
+    spec = obj.get("spec") or {}
+    seconds = spec.get("expirationSeconds")
+    return [_name(obj), age(obj, now), spec.get("signerName", ""), spec.get("username", ""),
+            human_duration(seconds) if isinstance(seconds, int) else "<none>", certificates.state(obj)]
+
+
 _CREATED_AT = (name_col(), col("Created At", doc("V1ObjectMeta", "creationTimestamp"), type_="date"))
 
 CONFIG: dict[str, Printer] = {
@@ -295,10 +303,16 @@ CONFIG: dict[str, Printer] = {
         col("Request", "Request represents a minimum amount of cpu/memory that a container may consume."),
         col("Limit", "Limits control the maximum amount of cpu/memory that a container may use independent "
                      "of contention on the node.")), _quota),
+    "LimitRange": Printer(_CREATED_AT, _created_at),
     "Role": Printer(_CREATED_AT, _created_at),
     "ClusterRole": Printer(_CREATED_AT, _created_at),
     "RoleBinding": _binding_printer("RoleBinding"),
     "ClusterRoleBinding": _binding_printer("ClusterRoleBinding"),
+    "CertificateSigningRequest": Printer((
+        name_col(), age_col(), col("SignerName", doc("V1CertificateSigningRequestSpec", "signerName")),
+        col("Requestor", doc("V1CertificateSigningRequestSpec", "request")),
+        col("RequestedDuration", doc("V1CertificateSigningRequestSpec", "expirationSeconds")),
+        col("Condition", doc("V1CertificateSigningRequestStatus", "conditions"))), _csr),
 }
 
 

@@ -8,7 +8,7 @@ from typing import Any
 from aiohttp import web
 
 from harness.api.registry import Kind
-from harness.apiserver.admission import Chain
+from harness.apiserver.admission import DEFAULT_PLUGINS, Chain
 from harness.apiserver.authn import Authentication
 from harness.apiserver.authz import Authorization
 from harness.apiserver.genericregistry import Store
@@ -48,7 +48,9 @@ class Config:
     api_audiences: list[str] = field(default_factory=list)
     service_account_max_token_expiration: int = 0
     advertise_address: str = ""
-    admission_plugins: tuple[str, ...] = ("NamespaceLifecycle", "DefaultTolerationSeconds")
+    admission_plugins: tuple[str, ...] = DEFAULT_PLUGINS
+    #: Plugin name -> its section of --admission-control-config-file.
+    admission_configuration: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: The audit log (audit.py): the policy, where events go ("-": standard output), rotation in MB and copies kept.
     audit_policy_file: str = ""
     audit_log_path: str = ""

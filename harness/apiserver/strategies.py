@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.api import meta
 from harness.api.registry import Kind
+from harness.auth.user import UserInfo
 
 
 @dataclass(frozen=True)
@@ -36,6 +37,9 @@ class Strategy:
     def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
         """The status a new object starts with (None: no status field)."""
         return None
+
+    def prepare_create_by(self, obj: dict[str, Any], user: UserInfo) -> None:
+        """Record who creates the object, where the kind keeps that (a CSR's spec.username and groups)."""
 
     # -- update ---------------------------------------------------------------------------
 
@@ -166,6 +170,69 @@ class ServiceStrategy(Strategy):
                     spec.pop(field, None)
 
 
+def _condition_times(conditions: list[Any], old_conditions: list[Any], now: str) -> list[Any]:
+    """Conditions with lastUpdateTime set where missing, and lastTransitionTime kept while the status stays (upstream
+    populates both on CSR conditions)."""
+    before = {c.get("type"): c for c in old_conditions if isinstance(c, dict)}
+    out = []
+    for c in conditions:
+        if not isinstance(c, dict):
+            out.append(c)
+            continue
+        c = dict(c)
+        c.setdefault("lastUpdateTime", now)
+        if not c.get("lastTransitionTime"):
+            prior = before.get(c.get("type"))
+            same = prior is not None and prior.get("status") == c.get("status") and prior.get("lastTransitionTime")
+            c["lastTransitionTime"] = prior["lastTransitionTime"] if same and prior else now
+        out.append(c)
+    return out
+
+
+@dataclass(frozen=True)
+class CertificateSigningRequestStrategy(Strategy):
+    """A CSR says who asked (spec.username, uid, groups, extra: the requester, whatever the client sent); its status
+    is the approval subresource's conditions and the status subresource's certificate, as upstream's strategies."""
+
+    def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
+        return {}
+
+    def prepare_create_by(self, obj: dict[str, Any], user: UserInfo) -> None:
+        spec = obj.setdefault("spec", {})
+        if not isinstance(spec, dict):
+            return
+        for key in ("username", "uid", "groups", "extra"):
+            spec.pop(key, None)
+        spec["username"] = user.name
+        if user.uid:
+            spec["uid"] = user.uid
+        if user.groups:
+            spec["groups"] = list(user.groups)
+        if user.extra:
+            spec["extra"] = {k: list(v) for k, v in user.extra}
+
+    def prepare_subresource_update(self, subresource: str, new: dict[str, Any], sent: dict[str, Any]) -> None:
+        status = dict(new.get("status") or {})
+        given = sent.get("status")
+        sent_status: dict[str, Any] = given if isinstance(given, dict) else {}
+        old_conditions = list(status.get("conditions") or [])
+        if subresource == "approval":  # conditions only
+            conditions = list(sent_status.get("conditions") or [])
+        elif subresource == "status":  # conditions and the certificate
+            conditions = list(sent_status.get("conditions") or [])
+            if sent_status.get("certificate"):
+                status["certificate"] = sent_status["certificate"]
+            else:
+                status.pop("certificate", None)
+        else:
+            return
+        if conditions:
+            status["conditions"] = _condition_times(conditions, old_conditions, meta.now_rfc3339())
+        else:
+            status.pop("conditions", None)
+        new["status"] = status
+
+
 @dataclass(frozen=True)
 class EmptyStatusStrategy(Strategy):
     def initial_status(self, obj: dict[str, Any]) -> dict[str, Any] | None:
@@ -182,6 +249,7 @@ STRATEGIES: dict[str, Strategy] = {
     "DaemonSet": EmptyStatusStrategy(),
     "ReplicationController": EmptyStatusStrategy(),
     "ResourceQuota": EmptyStatusStrategy(),
+    "CertificateSigningRequest": CertificateSigningRequestStrategy(),
 }
 
 

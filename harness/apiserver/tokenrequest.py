@@ -96,8 +96,10 @@ async def create_token(request: web.Request, server: ApiServer, store: Store, ns
                 node = sa.Bound("Node", node_name, (node_obj or {}).get("metadata", {}).get("uid", ""))
         bound = sa.Bound(ref["kind"], ref["name"], uid)
         spec["boundObjectRef"] = {**ref, "uid": uid, "apiVersion": ref.get("apiVersion") or "v1"}
-    await server.chain.admit(Attributes("CREATE", "TokenRequest", "serviceaccounts", "token", ns, name,
-                                        {**asked, "spec": spec}, None, user, extra={"pod": pod}))
+    attrs = Attributes("CREATE", "TokenRequest", "serviceaccounts", "token", ns, name, {**asked, "spec": spec},
+                       None, user, extra={"pod": pod})
+    await server.chain.admit(attrs)
+    await server.chain.validate(attrs)
     issued = issuer.issue(namespace=ns, service_account=account, audiences=spec["audiences"],
                           expiration_seconds=spec["expirationSeconds"], bound=bound, node=node)
     answer = {"kind": "TokenRequest", "apiVersion": f"{GROUP}/v1",

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 
 from harness.api import registry
-from harness.apiserver import serving
+from harness.apiserver import admission, serving
 from harness.apiserver.allocators import IPRange, PortRange, RangeError
 from harness.apiserver.app import build_app
 from harness.apiserver.audit import AuditConfigError
@@ -76,8 +76,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="comma-separated authorizers, asked in order: AlwaysAllow, AlwaysDeny, Node, RBAC "
                         "(default AlwaysAllow; clusters run Node,RBAC)")
     p.add_argument("--advertise-address", default="", help="address clients should use (default: bind address)")
-    p.add_argument("--enable-admission-plugins", default="NamespaceLifecycle,DefaultTolerationSeconds",
-                   help="comma-separated admission plugins, in order")
+    p.add_argument("--enable-admission-plugins", default="",
+                   help="admission plugins to enable beyond the defaults (comma-separated); they run in upstream's "
+                        "order whatever the order given. Default: " + ",".join(admission.DEFAULT_PLUGINS))
+    p.add_argument("--disable-admission-plugins", default="",
+                   help="admission plugins to turn off, default ones included (comma-separated)")
+    p.add_argument("--admission-control-config-file", default="",
+                   help="an AdmissionConfiguration (apiserver.config.k8s.io/v1) with plugins' configuration "
+                        "(PodSecurity defaults and exemptions, ResourceQuota limitedResources)")
     p.add_argument("--default-not-ready-toleration-seconds", type=int, default=300, metavar="SECONDS",
                    help="tolerationSeconds DefaultTolerationSeconds gives pods for node.kubernetes.io/not-ready")
     p.add_argument("--default-unreachable-toleration-seconds", type=int, default=300, metavar="SECONDS",
@@ -121,7 +127,13 @@ def config_from(args: argparse.Namespace) -> Config:
         raise SystemExit(f"harness apiserver: {exc}") from None
     if args.identity_lease_duration_seconds <= 0 or args.identity_lease_renew_interval_seconds <= 0:
         raise SystemExit("harness apiserver: identity lease duration and renew interval must be positive")
-    plugins = tuple(p.strip() for p in args.enable_admission_plugins.split(",") if p.strip())
+    try:
+        plugins = admission.enabled(args.enable_admission_plugins, args.disable_admission_plugins)
+        plugin_config = admission.load_configuration(args.admission_control_config_file) \
+            if args.admission_control_config_file else {}
+        admission.check_configuration(plugins, plugin_config)
+    except admission.AdmissionConfigError as exc:
+        raise SystemExit(f"harness apiserver: {exc}") from None
     try:
         modes = parse_modes(args.authorization_mode)
     except AuthzConfigError as exc:
@@ -145,7 +157,7 @@ def config_from(args: argparse.Namespace) -> Config:
                   audit_policy_file=args.audit_policy_file, audit_log_path=args.audit_log_path,
                   audit_log_maxsize=args.audit_log_maxsize, audit_log_maxbackup=args.audit_log_maxbackup,
                   audit_log_maxage=args.audit_log_maxage,
-                  admission_plugins=plugins, authorization_mode=modes,
+                  admission_plugins=plugins, admission_configuration=plugin_config, authorization_mode=modes,
                   compaction_interval=args.compaction_interval, event_ttl=args.event_ttl,
                   default_not_ready_toleration_seconds=args.default_not_ready_toleration_seconds,
                   default_unreachable_toleration_seconds=args.default_unreachable_toleration_seconds,

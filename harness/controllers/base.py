@@ -108,6 +108,13 @@ class Options:
     pod_eviction_timeout: float = 300.0
     #: The cluster CA that root-ca-cert-publisher puts into every namespace (--root-ca-file).
     root_ca_file: str = ""
+    #: Seconds between full recalculations of every ResourceQuota (upstream's --resource-quota-sync-period, 5m).
+    resource_quota_sync_period: float = 300.0
+    #: The CA csrsigning issues certificates with (--cluster-signing-cert-file, --cluster-signing-key-file), and
+    #: for how long at most (--cluster-signing-duration, upstream's 8760h).
+    cluster_signing_cert_file: str = ""
+    cluster_signing_key_file: str = ""
+    cluster_signing_duration: float = 8760 * 3600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -12,6 +12,7 @@ import dataclasses
 import logging
 
 from harness.controllers.base import Context, Controller
+from harness.controllers.certificates import CSRApprovingController, CSRCleanerController, CSRSigningController
 from harness.controllers.clusterroleaggregation import ClusterRoleAggregationController
 from harness.controllers.daemonset import DaemonSetController
 from harness.controllers.deployment import DeploymentController
@@ -21,6 +22,7 @@ from harness.controllers.namespace import NamespaceController
 from harness.controllers.nodeipam import NodeIpamController
 from harness.controllers.nodelifecycle import NodeLifecycleController
 from harness.controllers.replicaset import ReplicaSetController, ReplicationControllerController
+from harness.controllers.resourcequota import ResourceQuotaController
 from harness.controllers.rootcacertpublisher import RootCACertPublisher
 from harness.controllers.serviceaccount import ServiceAccountController
 
@@ -39,6 +41,10 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "daemonset": DaemonSetController,
     "clusterrole-aggregation": ClusterRoleAggregationController,
     "root-ca-cert-publisher": RootCACertPublisher,
+    "csrapproving": CSRApprovingController,
+    "csrsigning": CSRSigningController,
+    "csrcleaner": CSRCleanerController,
+    "resourcequota": ResourceQuotaController,
 }
 
 
@@ -57,6 +63,10 @@ SERVICE_ACCOUNTS: dict[str, str] = {
     "daemonset": "daemon-set-controller",
     "clusterrole-aggregation": "clusterrole-aggregation-controller",
     "root-ca-cert-publisher": "root-ca-cert-publisher",
+    "csrapproving": "certificate-controller",
+    "csrsigning": "certificate-controller",
+    "csrcleaner": "certificate-controller",
+    "resourcequota": "resourcequota-controller",
 }
 
 

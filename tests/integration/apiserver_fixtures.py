@@ -99,13 +99,69 @@ def start_secure_apiserver(etcd_endpoint: str, workdir: Path, *, nodes: list[Any
     return SecureApiServer(process, f"https://127.0.0.1:{port}", directory)
 
 
-def stop_apiserver(server: ApiServerProcess) -> None:
-    server.proc.terminate()
+KUBECTL = str(Path(sys.executable).with_name("kubectl"))
+
+
+@dataclass
+class SecureUsers:
+    """A secure apiserver and its callers: client certificates of its cluster CA made on demand (ECDSA keys, for
+    speed), and for each a kubeconfig, a client, a TLS context and real kubectl."""
+
+    server: ApiServerProcess
+    url: str
+    pki: Path
+    work: Path
+
+    def user(self, name: str, *groups: str) -> str:
+        """A certificate for a user of this test (CN name, O groups); returns the stem of its files."""
+        from harness.util import x509
+
+        stem = f"user-{name.replace(':', '_')}"
+        if not (self.pki / f"{stem}.crt").exists():
+            ca = x509.load(self.pki / "ca.crt", self.pki / "ca.key")
+            x509.save(x509.sign(ca, x509.CertRequest(name, tuple(groups)), key_kind="ecdsa"),
+                      self.pki / f"{stem}.crt", self.pki / f"{stem}.key")
+        return stem
+
+    def kubeconfig(self, stem: str, cert: Path | None = None, key: Path | None = None) -> Path:
+        """A kubeconfig for the certificate `stem` of the PKI (`admin`, a user's), or for the given files."""
+        path = self.work / f"kubeconfig-{stem}"
+        kubeconfig.write(path, kubeconfig.KubeConfig(
+            servers=[self.url], user=stem, ca_file=str(self.pki / "ca.crt"),
+            cert_file=str(cert or self.pki / f"{stem}.crt"), key_file=str(key or self.pki / f"{stem}.key")))
+        return path
+
+    def client(self, stem: str) -> Any:
+        from harness.client.rest import Client
+
+        return Client.from_kubeconfig(self.kubeconfig(stem))
+
+    def context(self, stem: str | None = None) -> Any:
+        import ssl
+
+        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
+        if stem:
+            ctx.load_cert_chain(self.pki / f"{stem}.crt", self.pki / f"{stem}.key")
+        return ctx
+
+    def kubectl(self, stem: str, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([KUBECTL, "--kubeconfig", str(self.kubeconfig(stem)), *args], capture_output=True,
+                              text=True, timeout=60, input=stdin,
+                              stdin=None if stdin is not None else subprocess.DEVNULL)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """SIGTERM, then SIGKILL after 10 s: for the components tests start."""
+    proc.terminate()
     try:
-        server.proc.wait(10)
+        proc.wait(10)
     except subprocess.TimeoutExpired:
-        server.proc.kill()
-        server.proc.wait(5)
+        proc.kill()
+        proc.wait(5)
+
+
+def stop_apiserver(server: ApiServerProcess) -> None:
+    stop_process(server.proc)
 
 
 @pytest.fixture(scope="session")
@@ -181,5 +237,5 @@ async def wait_for(predicate: Any, *, within: float = 10.0, interval: float = 0.
     raise AssertionError(f"timed out after {within}s waiting for {what or predicate}; last value: {last!r}")
 
 
-__all__ = ["Api", "ApiServerProcess", "api", "apiserver", "free_port", "ns", "start_apiserver", "stop_apiserver",
-           "wait_for"]
+__all__ = ["KUBECTL", "Api", "ApiServerProcess", "SecureUsers", "api", "apiserver", "free_port", "ns",
+           "start_apiserver", "stop_apiserver", "stop_process", "wait_for"]

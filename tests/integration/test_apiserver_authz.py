@@ -10,12 +10,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -24,12 +21,10 @@ import pytest
 
 from harness.api import errors
 from harness.auth import rbac
-from harness.client import kubeconfig
 from harness.client.rest import Client
 from harness.cluster.local import NodeSpec
-from harness.util import x509
 from tests.integration.apiserver_fixtures import (
-    ApiServerProcess,
+    SecureUsers,
     start_apiserver,
     start_secure_apiserver,
     stop_apiserver,
@@ -40,41 +35,7 @@ TOKEN = "authz-test-token-0123456789"
 RBAC_V1 = "/apis/rbac.authorization.k8s.io/v1"
 
 
-@dataclass
-class Cluster:
-    server: ApiServerProcess
-    url: str
-    pki: Path
-    work: Path
-
-    def user(self, name: str, *groups: str) -> str:
-        """A certificate for a user of this test (CN name, O groups); returns the stem of its files."""
-        stem = f"user-{name.replace(':', '_')}"
-        if not (self.pki / f"{stem}.crt").exists():
-            ca = x509.load(self.pki / "ca.crt", self.pki / "ca.key")
-            x509.save(x509.sign(ca, x509.CertRequest(name, tuple(groups)), key_kind="ecdsa"),
-                      self.pki / f"{stem}.crt", self.pki / f"{stem}.key")
-        return stem
-
-    def kubeconfig(self, stem: str) -> Path:
-        path = self.work / f"kubeconfig-{stem}"
-        kubeconfig.write(path, kubeconfig.KubeConfig(servers=[self.url], user=stem, ca_file=str(self.pki / "ca.crt"),
-                                                     cert_file=str(self.pki / f"{stem}.crt"),
-                                                     key_file=str(self.pki / f"{stem}.key")))
-        return path
-
-    def client(self, stem: str) -> Client:
-        return Client.from_kubeconfig(self.kubeconfig(stem))
-
-    def context(self, stem: str | None = None) -> ssl.SSLContext:
-        ctx = ssl.create_default_context(cafile=str(self.pki / "ca.crt"))
-        if stem:
-            ctx.load_cert_chain(self.pki / f"{stem}.crt", self.pki / f"{stem}.key")
-        return ctx
-
-    def kubectl(self, stem: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([KUBECTL, "--kubeconfig", str(self.kubeconfig(stem)), *args], capture_output=True,
-                              text=True, timeout=60, stdin=subprocess.DEVNULL)
+Cluster = SecureUsers
 
 
 @pytest.fixture(scope="module")

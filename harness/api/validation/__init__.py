@@ -16,7 +16,7 @@ from typing import Any
 from harness.api import errors
 from harness.api.errors import Cause
 from harness.api.registry import Kind
-from harness.api.validation import formats, misc, pod_updates, pods, services, workloads
+from harness.api.validation import certificates, formats, limitranges, misc, pod_updates, pods, services, workloads
 from harness.api.validation import meta as vmeta
 from harness.api.validation.formats import NameFn
 from harness.api.validation.services import DEFAULT_NODE_PORT_RANGE
@@ -50,6 +50,8 @@ class Rules:
     create: Check = _none
     update: UpdateCheck = _none
     status: UpdateCheck = _none
+    #: Checks of updates through other subresources (a CSR's `approval`), after the metadata checks.
+    subresources: tuple[tuple[str, UpdateCheck], ...] = ()
 
 
 def _obj(check: Callable[[dict[str, Any]], list[Cause]]) -> Check:
@@ -88,6 +90,7 @@ RULES: dict[str, Rules] = {
     "ResourceQuota": Rules(create=_obj(misc.validate_resource_quota),
                            update=_pair(misc.validate_resource_quota_update),
                            status=_pair(misc.validate_resource_quota_status)),
+    "LimitRange": Rules(create=_obj(limitranges.validate_limit_range)),
     "ReplicationController": Rules(create=_obj(workloads.validate_replication_controller),
                                    status=_pair(workloads.validate_replication_controller_status)),
     "Deployment": Rules(create=_obj(workloads.validate_deployment),
@@ -108,6 +111,10 @@ RULES: dict[str, Rules] = {
                          update=_pair(misc.validate_binding_update)),
     "ClusterRoleBinding": Rules(name=_RBAC_NAME, create=_obj(misc.validate_cluster_role_binding),
                                 update=_pair(misc.validate_binding_update)),
+    "CertificateSigningRequest": Rules(name=formats.name_is_path_segment, create=_obj(certificates.validate_csr),
+                                       update=_pair(certificates.validate_csr_update),
+                                       status=_pair(certificates.validate_csr_status),
+                                       subresources=(("approval", _pair(certificates.validate_csr_approval)),)),
 }
 
 
@@ -132,6 +139,26 @@ def check_update(kind: Kind, new: dict[str, Any], old: dict[str, Any], *, subres
 def check_status_update(kind: Kind, new: dict[str, Any], old: dict[str, Any], *,
                         options: Options = DEFAULT_OPTIONS) -> list[Cause]:
     return vmeta.validate_object_meta_update(new, old) + rules_for(kind).status(new, old, options)
+
+
+def check_subresource_update(kind: Kind, subresource: str, new: dict[str, Any], old: dict[str, Any], *,
+                             options: Options = DEFAULT_OPTIONS) -> list[Cause] | None:
+    """Causes against an update through a subresource other than status; None when the kind has no check for it."""
+    check = dict(rules_for(kind).subresources).get(subresource)
+    if check is None:
+        return None
+    return vmeta.validate_object_meta_update(new, old) + check(new, old, options)
+
+
+def validate_subresource_update(kind: Kind, subresource: str, new: dict[str, Any], old: dict[str, Any], *,
+                                options: Options = DEFAULT_OPTIONS) -> None:
+    """Raise `Invalid` if an update through `subresource` may not change `old` into `new` (status included)."""
+    if subresource == "status":
+        validate_status_update(kind, new, old, options=options)
+        return
+    causes = check_subresource_update(kind, subresource, new, old, options=options)
+    if causes:
+        _raise(kind, new, causes)
 
 
 def validate_create(kind: Kind, obj: dict[str, Any], *, options: Options = DEFAULT_OPTIONS) -> None:
@@ -159,5 +186,6 @@ def _raise(kind: Kind, obj: dict[str, Any], causes: list[Cause]) -> None:
         raise errors.invalid(kind.kind, name, causes, group=kind.group)
 
 
-__all__ = ["DEFAULT_OPTIONS", "RULES", "Options", "Rules", "check_create", "check_status_update", "check_update",
-           "validate_create", "validate_status_update", "validate_update"]
+__all__ = ["DEFAULT_OPTIONS", "RULES", "Options", "Rules", "check_create", "check_status_update",
+           "check_subresource_update", "check_update", "validate_create", "validate_status_update",
+           "validate_subresource_update", "validate_update"]
