@@ -252,6 +252,11 @@ class ServerObjects:
                                                      user=authn.APISERVER_USER, subresource="status")
 
 
+def _bootstrap_secret(server: ApiServer, name: str) -> dict[str, Any] | None:
+    kind = registry.by_path("", "v1", "secrets")
+    return server.caches[kind].objects.get(kind.key("kube-system", name))
+
+
 async def _namespace_lookup(server: ApiServer, name: str) -> dict[str, Any] | None:
     kind = registry.by_path("", "v1", "namespaces")
     cached = server.caches[kind].objects.get(kind.key(None, name))
@@ -399,7 +404,9 @@ def build_app(config: Config, make_backend: Callable[[], Awaitable[Backend]]) ->
     if config.secure_port:
         server.authentication = authn.build(client_ca_file=config.client_ca_file,
                                             token_auth_file=config.token_auth_file, registry=metrics.registry,
-                                            service_accounts=tokenrequest.checker_from(config, server.caches))
+                                            service_accounts=tokenrequest.checker_from(config, server.caches),
+                                            bootstrap_tokens=(lambda name: _bootstrap_secret(server, name))
+                                            if config.enable_bootstrap_token_auth else None)
     server.token_issuer = tokenrequest.issuer_from(config)
     app[STATE] = server
     app.cleanup_ctx.append(backend_context(make_backend))

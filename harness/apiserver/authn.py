@@ -7,7 +7,8 @@ about them, or raises `errors.Unauthorized` when they are present but wrong (a b
 - x509 client certificates (`--client-ca-file`): the TLS layer has verified the chain against the client CA, and
   the authenticator the validity period (an expired certificate is a 401); the common name is the user and each
   organization a group (`O=system:masters`);
-- bearer tokens from a static token file (`--token-auth-file`: `token,user,uid,"group1,group2"` per line);
+- bearer tokens from a static token file (`--token-auth-file`: `token,user,uid,"group1,group2"` per line),
+  service-account tokens, and bootstrap tokens (`--enable-bootstrap-token-auth`);
 - anonymous, only at the public paths (`/healthz`, `/livez`, `/readyz`, `/version` and below them), as
   AuthenticationConfiguration's `anonymous.conditions` allows: anywhere else a request without credentials is 401.
 
@@ -19,6 +20,7 @@ Every authenticated user is also in `system:authenticated`; the anonymous user i
 from __future__ import annotations
 
 import csv
+import datetime as dt
 import hmac
 import logging
 import time
@@ -31,7 +33,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from harness.api import errors
-from harness.auth import serviceaccount
+from harness.auth import bootstraptoken, serviceaccount
 from harness.auth.user import (
     ANONYMOUS_NAME,
     AUTHENTICATED,
@@ -169,6 +171,26 @@ class ServiceAccountTokens:
         return self.checker.authenticate_token(token)
 
 
+class BootstrapTokens:
+    """Bootstrap tokens (`--enable-bootstrap-token-auth`): `<id>.<secret>` matched against the kube-system Secret
+    `bootstrap-token-<id>` (harness.auth.bootstraptoken decides); why a token was refused goes to the log only."""
+
+    name = "bootstrap-token"
+
+    def __init__(self, lookup: bootstraptoken.SecretLookup) -> None:
+        self.lookup = lookup
+
+    def authenticate(self, creds: Credentials) -> UserInfo | None:
+        token = bearer_token(creds.headers)
+        return None if token is None else self.authenticate_token(token)
+
+    def authenticate_token(self, token: str) -> UserInfo | None:
+        user, why = bootstraptoken.authenticate(token, self.lookup, dt.datetime.now(dt.UTC))
+        if why:
+            log.info("bootstrap token refused: %s", why)
+        return user
+
+
 def bearer_token(headers: Mapping[str, str]) -> str | None:
     value = headers.get("Authorization", "")
     scheme, _, token = value.partition(" ")
@@ -254,7 +276,8 @@ def _with_authenticated(user: UserInfo) -> UserInfo:
 
 
 def build(*, client_ca_file: str, token_auth_file: str, registry: CollectorRegistry,
-          service_accounts: serviceaccount.TokenAuthenticator | None = None) -> Authentication:
+          service_accounts: serviceaccount.TokenAuthenticator | None = None,
+          bootstrap_tokens: bootstraptoken.SecretLookup | None = None) -> Authentication:
     """The secure port's authentication from the apiserver's flags, in upstream's order."""
     authenticators: list[Authenticator] = []
     if client_ca_file:
@@ -263,6 +286,8 @@ def build(*, client_ca_file: str, token_auth_file: str, registry: CollectorRegis
         authenticators.append(TokenFileAuthenticator.load(Path(token_auth_file)))
     if service_accounts is not None:
         authenticators.append(ServiceAccountTokens(service_accounts))
+    if bootstrap_tokens is not None:
+        authenticators.append(BootstrapTokens(bootstrap_tokens))
     return Authentication(authenticators, AuthnMetrics(registry))
 
 
@@ -277,6 +302,7 @@ __all__ = [
     "Authenticator",
     "AuthnConfigError",
     "AuthnMetrics",
+    "BootstrapTokens",
     "Credentials",
     "ServiceAccountTokens",
     "TokenAuthenticator",

@@ -39,6 +39,8 @@ class Config:
     #: Client certificates signed by this CA authenticate (x509); a static token file (token,user,uid,"groups").
     client_ca_file: str = ""
     token_auth_file: str = ""
+    #: Bootstrap tokens (kube-system Secrets `bootstrap-token-<id>`) authenticate (--enable-bootstrap-token-auth).
+    enable_bootstrap_token_auth: bool = False
     #: Service-account tokens: the key that signs them, the public keys that verify them, the issuers accepted
     #: (the first is written into new tokens), the audiences accepted (default: the first issuer), and the longest
     #: lifetime a TokenRequest gets (0: as asked).

@@ -17,6 +17,7 @@ from harness.apiserver.authn import AuthnConfigError
 from harness.apiserver.authz import AuthzConfigError, parse_modes
 from harness.apiserver.state import Config
 from harness.cli import logs
+from harness.cli.flags import boolean
 from harness.cli.lifecycle import serve_until_signalled
 from harness.storage import encryption
 from harness.storage.backend import Backend
@@ -50,6 +51,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="client certificates signed by this CA authenticate: CN the user, O the groups")
     p.add_argument("--token-auth-file", default="",
                    help="static bearer tokens, a CSV line each: token,user,uid,\"group1,group2\"")
+    p.add_argument("--enable-bootstrap-token-auth", type=boolean, nargs="?", const=True, default=False,
+                   metavar="BOOL", help="bootstrap tokens (kube-system Secrets of type bootstrap.kubernetes.io/token) "
+                                        "authenticate, as system:bootstrap:<id> in system:bootstrappers")
     p.add_argument("--service-account-signing-key-file", default="",
                    help="the RSA key service-account tokens are signed with (TokenRequest)")
     p.add_argument("--service-account-key-file", action="append", default=[],
@@ -148,6 +152,7 @@ def config_from(args: argparse.Namespace) -> Config:
                   secure_port=args.secure_port, tls_cert_file=args.tls_cert_file,
                   tls_private_key_file=args.tls_private_key_file, cert_dir=args.cert_dir,
                   client_ca_file=args.client_ca_file, token_auth_file=args.token_auth_file,
+                  enable_bootstrap_token_auth=args.enable_bootstrap_token_auth,
                   advertise_address=args.advertise_address or args.bind_address,
                   service_account_signing_key_file=args.service_account_signing_key_file,
                   service_account_key_files=tuple(args.service_account_key_file),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import os
 import shutil
@@ -13,7 +14,7 @@ from harness.cli import lifecycle, logs
 from harness.cli.flags import boolean
 from harness.cli.hollow import parse_labels
 from harness.client import rest
-from harness.kubelet import server
+from harness.kubelet import certificate, server
 from harness.kubelet.auth import kubelet_auth
 from harness.kubelet.config import KubeletConfig
 from harness.kubelet.kubelet import Kubelet
@@ -22,7 +23,16 @@ log = logging.getLogger("harness.kubelet")
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--kubeconfig", required=True, help="kubeconfig of the cluster to join")
+    p.add_argument("--kubeconfig", required=True, help="kubeconfig of the cluster to join (written by TLS "
+                                                       "bootstrap when --bootstrap-kubeconfig is given)")
+    p.add_argument("--bootstrap-kubeconfig", default="",
+                   help="credentials (a bootstrap token) to ask for a client certificate with when --kubeconfig "
+                        "does not exist: TLS bootstrap, as kubeadm join does it")
+    p.add_argument("--cert-dir", default="",
+                   help="where TLS bootstrap and rotation keep the client certificate "
+                        "(kubelet-client-current.pem; default <root-dir>/pki)")
+    p.add_argument("--rotate-certificates", type=boolean, nargs="?", const=True, default=False, metavar="BOOL",
+                   help="renew the client certificate through a CertificateSigningRequest as it nears expiry")
     p.add_argument("--node-name", default=socket.gethostname(), help="name of the Node (default: hostname)")
     p.add_argument("--node-ip", required=True, help="the node's InternalIP, where the apiserver reaches port 10250")
     p.add_argument("--root-dir", default="/var/lib/harness", help="images, containers, IPAM, pod volumes")
@@ -108,10 +118,18 @@ def preflight(config: KubeletConfig) -> None:
         raise SystemExit(f"harness kubelet: {config.runc!r} not found; install it (apt-get install runc)")
 
 
-async def main(config: KubeletConfig, kubeconfig: str) -> int:
+async def main(config: KubeletConfig, kubeconfig: str, files: certificate.Files | None = None,
+               rotate: bool = False) -> int:
     stop = lifecycle.stop_on_signals()
+    if files is not None and files.bootstrap_kubeconfig is not None:
+        try:
+            await certificate.bootstrap(files, config.node_name)
+        except certificate.CertificateError as exc:
+            raise SystemExit(f"harness kubelet: TLS bootstrap: {exc}") from None
     async with rest.Client.from_kubeconfig(kubeconfig, user_agent=f"harness-kubelet/{config.node_name}") as client:
         await rest.wait_until_ready(client)
+        rotation = asyncio.create_task(certificate.keep_rotated(client, files, config.node_name, stop)) \
+            if rotate and files is not None else None
         kubelet = Kubelet(client, config)
         auth = None
         if (config.authorization_mode == "Webhook" or config.authentication_token_webhook
@@ -124,6 +142,8 @@ async def main(config: KubeletConfig, kubeconfig: str) -> int:
                                 healthz_host=config.healthz_bind_address, healthz_port=config.healthz_port):
             log.info("kubelet API on %s:%d", config.address, config.port)
             await kubelet.run(stop)
+        if rotation is not None:
+            rotation.cancel()
     log.info("kubelet stopped; its containers keep running")
     return 0
 
@@ -135,4 +155,7 @@ def run(args: argparse.Namespace) -> int:
                          "give 0 (upstream's recommended value) or leave it out")
     config = config_from(args)
     preflight(config)
-    return lifecycle.run(main(config, args.kubeconfig))
+    files = certificate.Files(Path(args.kubeconfig), Path(args.bootstrap_kubeconfig) if args.bootstrap_kubeconfig
+                              else None,
+                              Path(args.cert_dir or Path(args.root_dir) / "pki"))
+    return lifecycle.run(main(config, args.kubeconfig, files, args.rotate_certificates))

@@ -137,7 +137,8 @@ class BringUp:
         if changes:
             made = [*(f"CA {name}" for name in changes.cas), *changes.certs,
                     *(["service-account key"] * changes.sa_key), *(["encryption key"] * changes.encryption_key),
-                    *(["log forwarding shared key"] * changes.forward_key)]
+                    *(["log forwarding shared key"] * changes.forward_key),
+                    *(["bootstrap token"] * changes.bootstrap_token)]
             progress(f"pki: made {len(made)} in {self.pki_dir}: {', '.join(made)}")
         else:
             progress(f"pki: {self.pki_dir} is current")
@@ -166,11 +167,17 @@ class BringUp:
         certificate, at the paths the machine has them (/etc/harness/pki)."""
         for node in self.nodes:
             for kc in pki.kubeconfigs_for(node):
+                path = self.kubeconfigs_dir / node.name / f"{kc['name']}.conf"
+                if "token" in kc:  # the kubelet's bootstrap kubeconfig, as kubeadm writes it
+                    kubeconfig.write(path, KubeConfig(servers=self.apiserver_urls(), cluster=self.name,
+                                                      user="tls-bootstrap-token-user",
+                                                      ca_file=f"{MACHINE_PKI_DIR}/ca.crt",
+                                                      token=pki.bootstrap_token(self.pki_dir)))
+                    continue
                 on_node = f"{MACHINE_PKI_DIR}/{kc['cert']}"
-                kubeconfig.write(self.kubeconfigs_dir / node.name / f"{kc['name']}.conf",
-                                 KubeConfig(servers=self.apiserver_urls(), cluster=self.name, user=kc["name"],
-                                            ca_file=f"{MACHINE_PKI_DIR}/ca.crt", cert_file=f"{on_node}.crt",
-                                            key_file=f"{on_node}.key"))
+                kubeconfig.write(path, KubeConfig(servers=self.apiserver_urls(), cluster=self.name, user=kc["name"],
+                                                  ca_file=f"{MACHINE_PKI_DIR}/ca.crt", cert_file=f"{on_node}.crt",
+                                                  key_file=f"{on_node}.key"))
 
     def write_kubeconfig(self) -> Path:
         kubeconfig.write(self.kubeconfig, self.admin())

@@ -21,6 +21,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from harness.auth import bootstraptoken
 from harness.cluster.local import NodeSpec
 from harness.util import x509
 from harness.util.files import write_atomic
@@ -32,6 +33,9 @@ SA_KEY, SA_PUB = "sa.key", "sa.pub"
 ENCRYPTION_CONFIG = "encryption-config.yaml"
 #: The Fluentd Forward handshake's shared key between the log agents and the aggregator (fluentd's <security>).
 FORWARD_SHARED_KEY = "forward-shared-key"
+#: The bootstrap token workers' kubelets join with (kubeadm join's --token): its Secret is made by the control_plane
+#: role, and `bootstrap-kubelet.conf` carries it; the kubelet then gets its client certificate through a CSR.
+BOOTSTRAP_TOKEN = "bootstrap-token"
 MASTERS_GROUP = "system:masters"
 NODES_GROUP = "system:nodes"
 DNS_DOMAIN = "cluster.local"
@@ -138,9 +142,8 @@ def plan(nodes: Iterable[NodeSpec], *, service_cidr: str, days: int = 365) -> Pl
         certs.append(cert(f"machines/{m.name}/log-aggregator", CA, "harness-log-aggregator",
                           sans=(m.name, m.ip, "localhost", "127.0.0.1"), usages=(server,), machines=(m.name,)))
     for w in workers:
-        certs += [cert(f"machines/{w.name}/kubelet-client", CA, f"system:node:{w.name}", orgs=(NODES_GROUP,),
-                       machines=(w.name,)),
-                  cert(f"machines/{w.name}/kubelet", CA, f"system:node:{w.name}", orgs=(NODES_GROUP,),
+        # the kubelet's client certificate is not here: it asks for it with the bootstrap token (TLS bootstrap)
+        certs += [cert(f"machines/{w.name}/kubelet", CA, f"system:node:{w.name}", orgs=(NODES_GROUP,),
                        sans=(w.name, w.ip), usages=(server,), machines=(w.name,), serves=(10250,))]
     return Plan(tuple(certs), ca_machines={CA: ("masters", "workers"), ETCD_CA: ("masters",),
                                            FRONT_PROXY_CA: ("masters",)})
@@ -151,13 +154,19 @@ def plan(nodes: Iterable[NodeSpec], *, service_cidr: str, days: int = 365) -> Pl
 KUBECONFIGS: dict[str, dict[str, str]] = {
     "masters": {"admin": "admin", "scheduler": "scheduler", "controller-manager": "controller-manager",
                 "dns": "dns", "pod-routes": "pod-routes"},
-    "workers": {"kubelet": "kubelet-client", "kube-proxy": "kube-proxy"},
+    "workers": {"kube-proxy": "kube-proxy"},
 }
+#: Kubeconfigs that carry a token instead: the kubelet's bootstrap kubeconfig (kubeadm's bootstrap-kubelet.conf),
+#: with which it asks for its client certificate and writes kubelet.conf itself.
+TOKEN_KUBECONFIGS: dict[str, dict[str, str]] = {"masters": {}, "workers": {"bootstrap-kubelet": BOOTSTRAP_TOKEN}}
 
 
 def kubeconfigs_for(node: NodeSpec) -> list[dict[str, str]]:
-    """The kubeconfigs a machine gets: [{name, cert}], cert being the stem of its files under /etc/harness/pki."""
-    return [{"name": name, "cert": cert} for name, cert in KUBECONFIGS[f"{node.role}s"].items()]
+    """The kubeconfigs a machine gets: [{name, cert}] (cert: the stem of its files under /etc/harness/pki) or
+    [{name, token}] (token: the PKI directory's file holding the token)."""
+    role = f"{node.role}s"
+    return [*({"name": name, "cert": cert} for name, cert in KUBECONFIGS[role].items()),
+            *({"name": name, "token": token} for name, token in TOKEN_KUBECONFIGS[role].items())]
 
 
 # ---------------------------------------------------------------------------------------------- on disk
@@ -172,9 +181,11 @@ class Changes:
     sa_key: bool = False
     encryption_key: bool = False
     forward_key: bool = False
+    bootstrap_token: bool = False
 
     def __bool__(self) -> bool:
-        return bool(self.cas or self.certs or self.sa_key or self.encryption_key or self.forward_key)
+        return bool(self.cas or self.certs or self.sa_key or self.encryption_key or self.forward_key
+                    or self.bootstrap_token)
 
 
 def _load_ca(directory: Path, name: str) -> x509.Issued | None:
@@ -242,7 +253,19 @@ def ensure(directory: Path, the_plan: Plan, *, now: dt.datetime | None = None, k
     if not (directory / FORWARD_SHARED_KEY).exists():
         write_atomic(directory / FORWARD_SHARED_KEY, (os.urandom(32).hex() + "\n").encode(), mode=0o600)
         forward_made = True
-    return Changes(tuple(made_cas), tuple(made), sa_made, encryption_made, forward_made)
+    token_made = False
+    if not (directory / BOOTSTRAP_TOKEN).exists():
+        write_atomic(directory / BOOTSTRAP_TOKEN, (bootstraptoken.new_token() + "\n").encode(), mode=0o600)
+        token_made = True
+    return Changes(tuple(made_cas), tuple(made), sa_made, encryption_made, forward_made, token_made)
+
+
+def bootstrap_token(directory: Path) -> str:
+    """The cluster's bootstrap token (made by `ensure`)."""
+    try:
+        return (directory / BOOTSTRAP_TOKEN).read_text().strip()
+    except OSError as exc:
+        raise PKIError(f"no bootstrap token in {directory}: {exc.strerror or exc}") from None
 
 
 def renew(directory: Path, the_plan: Plan, names: Iterable[str] = (), *, now: dt.datetime | None = None,

@@ -25,6 +25,7 @@ from harness.controllers.replicaset import ReplicaSetController, ReplicationCont
 from harness.controllers.resourcequota import ResourceQuotaController
 from harness.controllers.rootcacertpublisher import RootCACertPublisher
 from harness.controllers.serviceaccount import ServiceAccountController
+from harness.controllers.tokencleaner import TokenCleaner
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +45,7 @@ CONTROLLERS: dict[str, type[Controller]] = {
     "csrapproving": CSRApprovingController,
     "csrsigning": CSRSigningController,
     "csrcleaner": CSRCleanerController,
+    "tokencleaner": TokenCleaner,
     "resourcequota": ResourceQuotaController,
 }
 
@@ -66,17 +68,22 @@ SERVICE_ACCOUNTS: dict[str, str] = {
     "csrapproving": "certificate-controller",
     "csrsigning": "certificate-controller",
     "csrcleaner": "certificate-controller",
+    "tokencleaner": "token-cleaner",
     "resourcequota": "resourcequota-controller",
 }
 
 
+#: Off unless named, as upstream's (kubeadm runs `--controllers=*,bootstrapsigner,tokencleaner`).
+DISABLED_BY_DEFAULT = frozenset({"tokencleaner"})
+
+
 def select(spec: str) -> list[str]:
-    """`*` (all), or a comma list where `-name` disables one: as upstream's --controllers."""
+    """`*` (all on by default), or a comma list where `-name` disables one: as upstream's --controllers."""
     names = [n.strip() for n in spec.split(",") if n.strip()]
     chosen: list[str] = []
     for n in names:
         if n == "*":
-            chosen += [c for c in CONTROLLERS if c not in chosen]
+            chosen += [c for c in CONTROLLERS if c not in chosen and c not in DISABLED_BY_DEFAULT]
         elif n.startswith("-"):
             chosen = [c for c in chosen if c != n[1:]]
         elif n in CONTROLLERS:

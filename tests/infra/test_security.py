@@ -22,6 +22,7 @@ import pytest
 from tests.infra.support import InfraCluster
 
 PKI = "/etc/harness/pki"
+KUBELET_CERT_DIR = "/var/lib/harness/pki"
 
 
 def flags(cluster: InfraCluster, machine: str, program: str) -> dict[str, str]:
@@ -349,11 +350,39 @@ def test_a_fresh_service_account_is_authenticated_but_may_not_read_secrets(clust
         assert (status, body["message"]) == (401, "Unauthorized"), "a forged signature"
 
 
-def test_a_kubelet_cannot_modify_another_node(cluster: InfraCluster) -> None:
+def kubelet_certificate(cluster: InfraCluster, worker: str, tmp_path: Path) -> ssl.SSLContext:
+    """A TLS context presenting the client certificate a worker's kubelet got through TLS bootstrap."""
+    pem = cluster.host(worker).file(f"{KUBELET_CERT_DIR}/kubelet-client-current.pem").content
+    (tmp_path / f"{worker}.pem").write_bytes(pem)
+    ctx = anonymous(cluster)
+    ctx.load_cert_chain(tmp_path / f"{worker}.pem")
+    return ctx
+
+
+def test_kubelets_got_their_client_certificates_through_tls_bootstrap(cluster: InfraCluster, tmp_path: Path) -> None:
+    """kubeadm's join: each kubelet's certificate was asked for with the bootstrap token, approved by csrapproving
+    and issued by csrsigning; its kubeconfig is the kubelet's own writing."""
+    for worker in cluster.workers:
+        kubelet = flags(cluster, worker.name, "harness-kubelet")
+        assert kubelet["--bootstrap-kubeconfig"] == "/etc/harness/bootstrap-kubelet.conf"
+        assert kubelet["--rotate-certificates"] == "true"
+        status, who = request(cluster, "/apis/authentication.k8s.io/v1/selfsubjectreviews",
+                              context=kubelet_certificate(cluster, worker.name, tmp_path), method="POST",
+                              body={"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+        assert status == 201, who
+        assert who["status"]["userInfo"]["username"] == f"system:node:{worker.name}"
+    requests = cluster.get("csr")["items"]
+    node_requests = [r for r in requests if r["spec"]["signerName"] == "kubernetes.io/kube-apiserver-client-kubelet"]
+    assert {r["spec"]["username"].split(":")[0:2] == ["system", "bootstrap"] for r in node_requests} == {True}
+    assert all(any(c["type"] == "Approved" and c.get("reason") == "AutoApproved"
+                   for c in r["status"]["conditions"]) for r in node_requests)
+
+
+def test_a_kubelet_cannot_modify_another_node(cluster: InfraCluster, tmp_path: Path) -> None:
     if len(cluster.workers) < 2:
         pytest.skip("needs two workers")
     first, second = cluster.workers[0].name, cluster.workers[1].name
-    kubelet = certificate(cluster, f"machines/{first}/kubelet-client")
+    kubelet = kubelet_certificate(cluster, first, tmp_path)
     patch = {"metadata": {"labels": {"harness-test/stolen": "yes"}}}
     req_body = json.dumps(patch).encode()
     req = urllib.request.Request(f"{cluster.servers[0]}/api/v1/nodes/{second}", data=req_body, method="PATCH",

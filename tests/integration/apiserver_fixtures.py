@@ -150,6 +150,45 @@ class SecureUsers:
                               stdin=None if stdin is not None else subprocess.DEVNULL)
 
 
+def start_signing_controller_manager(users: SecureUsers, controllers: str) -> subprocess.Popen[bytes]:
+    """A controller-manager (as the admin, no leader election) running `controllers`, signing with the PKI's CA;
+    its log is <work>/controller-manager.log."""
+    with open(users.work / "controller-manager.log", "wb") as out:
+        return subprocess.Popen([sys.executable, "-m", "harness.cli", "controller-manager",
+                                 "--kubeconfig", str(users.kubeconfig("admin")), "--secure-port", str(free_port()),
+                                 "--leader-elect=false", "--controllers", controllers,
+                                 "--cluster-signing-cert-file", str(users.pki / "ca.crt"),
+                                 "--cluster-signing-key-file", str(users.pki / "ca.key")],
+                                stdout=out, stderr=subprocess.STDOUT)
+
+
+async def bind_cluster_role(client: Any, name: str, role: str, kind: str, subject: str) -> None:
+    """A ClusterRoleBinding `name` of `role` to one subject (kind User or Group); kept if it exists."""
+    from harness.api import errors
+
+    try:
+        await client.request("POST", "/apis/rbac.authorization.k8s.io/v1/clusterrolebindings", body={
+            "metadata": {"name": name}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
+                                                    "name": role},
+            "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}]})
+    except errors.AlreadyExists:
+        return
+
+
+async def wait_allowed(client: Any, user: str, groups: list[str], verb: str, resource: str, *, group: str = "",
+                       subresource: str = "") -> None:
+    """Wait until the apiserver's authorizer (its RBAC caches) allows this, as a SubjectAccessReview answers."""
+    attributes = {"group": group, "resource": resource, "subresource": subresource, "verb": verb}
+
+    async def allowed() -> bool:
+        review = await client.request("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", body={
+            "apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+            "spec": {"user": user, "groups": groups, "resourceAttributes": attributes}})
+        return bool(review["status"].get("allowed"))
+
+    await wait_for(allowed, within=10, what=f"{user} allowed to {verb} {resource}/{subresource}")
+
+
 def stop_process(proc: subprocess.Popen[Any]) -> None:
     """SIGTERM, then SIGKILL after 10 s: for the components tests start."""
     proc.terminate()
@@ -237,5 +276,6 @@ async def wait_for(predicate: Any, *, within: float = 10.0, interval: float = 0.
     raise AssertionError(f"timed out after {within}s waiting for {what or predicate}; last value: {last!r}")
 
 
-__all__ = ["KUBECTL", "Api", "ApiServerProcess", "SecureUsers", "api", "apiserver", "free_port", "ns",
-           "start_apiserver", "stop_apiserver", "stop_process", "wait_for"]
+__all__ = ["KUBECTL", "Api", "ApiServerProcess", "SecureUsers", "api", "apiserver", "bind_cluster_role", "free_port",
+           "ns", "start_apiserver", "start_signing_controller_manager", "stop_apiserver", "stop_process",
+           "wait_allowed", "wait_for"]

@@ -45,12 +45,12 @@ def cluster(etcd: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[
     nodes = [NodeSpec("master-1", "master", "127.0.0.1"), NodeSpec("w1", "worker", "127.0.0.2")]
     started = start_secure_apiserver(etcd.endpoint, work, nodes=nodes, extra=[  # type: ignore[attr-defined]
         "--authorization-mode", "Node,RBAC", "--token-auth-file", str(work / "tokens.csv")])
-    directory = started.pki
-    # the kubelet's client certificate, under a stem like the test users'
+    cluster = Cluster(started.process, started.url, started.pki, work)
+    # the kubelet's client certificate (as TLS bootstrap would get it), under the stem kubelet-w1
+    node = cluster.user("system:node:w1", "system:nodes")
     for suffix in ("crt", "key"):
-        source = directory / f"machines/w1/kubelet-client.{suffix}"
-        (directory / f"kubelet-w1.{suffix}").write_bytes(source.read_bytes())
-    yield Cluster(started.process, started.url, directory, work)
+        (started.pki / f"kubelet-w1.{suffix}").write_bytes((started.pki / f"{node}.{suffix}").read_bytes())
+    yield cluster
     stop_apiserver(started.process)
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import base64
 import json
-import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
@@ -25,10 +24,12 @@ from harness.cluster.local import NodeSpec
 from harness.util import csr, x509
 from tests.integration.apiserver_fixtures import (
     SecureUsers,
-    free_port,
+    bind_cluster_role,
     start_secure_apiserver,
+    start_signing_controller_manager,
     stop_apiserver,
     stop_process,
+    wait_allowed,
     wait_for,
 )
 
@@ -47,14 +48,7 @@ def setup(etcd: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
     started = start_secure_apiserver(etcd.endpoint, work, nodes=nodes,  # type: ignore[attr-defined]
                                      extra=["--authorization-mode", "Node,RBAC"])
     s = Setup(started.process, started.url, started.pki, work)
-    log = work / "controller-manager.log"
-    with open(log, "wb") as out:
-        cm = subprocess.Popen([sys.executable, "-m", "harness.cli", "controller-manager",
-                               "--kubeconfig", str(s.kubeconfig("admin")), "--secure-port", str(free_port()),
-                               "--leader-elect=false", "--controllers", "csrapproving,csrsigning,csrcleaner",
-                               "--cluster-signing-cert-file", str(s.pki / "ca.crt"),
-                               "--cluster-signing-key-file", str(s.pki / "ca.key")],
-                              stdout=out, stderr=subprocess.STDOUT)
+    cm = start_signing_controller_manager(s, "csrapproving,csrsigning,csrcleaner")
     try:
         yield s
     finally:
@@ -83,24 +77,24 @@ async def issued(client: Client, name: str) -> cx509.Certificate:
     return cx509.load_pem_x509_certificate(base64.b64decode(pem))
 
 
-async def bind(admin: Client, name: str, role: str, kind: str, subject: str) -> None:
-    await admin.request("POST", f"{RBAC}/clusterrolebindings", body={
-        "metadata": {"name": name}, "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole",
-                                                "name": role},
-        "subjects": [{"apiGroup": "rbac.authorization.k8s.io", "kind": kind, "name": subject}]})
-
-
 @pytest.fixture(scope="module")
 async def kubeadm_bindings(setup: Setup) -> None:
     """The bindings kubeadm makes for TLS bootstrap: bootstrappers may ask, their requests and nodes' renewals are
     approved automatically."""
     async with setup.client("admin") as admin:
-        await bind(admin, "kubelet-bootstrap", "system:node-bootstrapper", "Group", "system:bootstrappers")
-        await bind(admin, "node-autoapprove-bootstrap",
-                   "system:certificates.k8s.io:certificatesigningrequests:nodeclient", "Group",
-                   "system:bootstrappers")
-        await bind(admin, "node-autoapprove-certificate-rotation",
-                   "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "Group", "system:nodes")
+        await bind_cluster_role(admin, "kubelet-bootstrap", "system:node-bootstrapper", "Group", "system:bootstrappers")
+        await bind_cluster_role(admin, "node-autoapprove-bootstrap",
+                                "system:certificates.k8s.io:certificatesigningrequests:nodeclient", "Group",
+                                "system:bootstrappers")
+        await bind_cluster_role(admin, "node-autoapprove-certificate-rotation",
+                                "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient", "Group",
+                                "system:nodes")
+        await wait_allowed(admin, "system:bootstrap:any", ["system:bootstrappers"], "create",
+                           "certificatesigningrequests", group="certificates.k8s.io", subresource="nodeclient")
+        await wait_allowed(admin, "system:bootstrap:any", ["system:bootstrappers"], "create",
+                           "certificatesigningrequests", group="certificates.k8s.io")
+        await wait_allowed(admin, "system:node:any", ["system:nodes"], "create", "certificatesigningrequests",
+                           group="certificates.k8s.io", subresource="selfnodeclient")
 
 
 async def test_a_bootstrapping_kubelet_gets_its_client_certificate_with_no_one_approving(
@@ -131,11 +125,9 @@ async def test_a_bootstrapping_kubelet_gets_its_client_certificate_with_no_one_a
 
 
 async def test_a_node_renews_its_own_certificate_but_not_another_s(setup: Setup, kubeadm_bindings: None) -> None:
-    for suffix in ("crt", "key"):
-        (setup.pki / f"kubelet-w1.{suffix}").write_bytes((setup.pki / f"machines/w1/kubelet-client.{suffix}")
-                                                         .read_bytes())
+    node = setup.user("system:node:w1", "system:nodes")  # the node's client certificate, as bootstrap got it
     own, other = f"renew-{uuid.uuid4().hex[:8]}", f"other-{uuid.uuid4().hex[:8]}"
-    async with setup.client("kubelet-w1") as kubelet:
+    async with setup.client(node) as kubelet:
         await kubelet.request("POST", CSR_PATH, body=request_body(
             own, csr.make(x509.new_key("ecdsa"), "system:node:w1", ("system:nodes",)),
             certs.KUBE_APISERVER_CLIENT_KUBELET, ["digital signature", "client auth"]))
@@ -165,7 +157,9 @@ async def test_kubectl_certificate_approve_needs_approve_on_the_signer(setup: Se
             "rules": [{"apiGroups": ["certificates.k8s.io"], "resources": ["certificatesigningrequests",
                                                                            "certificatesigningrequests/approval"],
                        "verbs": ["get", "list", "update"]}]})
-        await bind(admin, f"approvals-{name}", f"approvals-{name}", "User", "bob")
+        await bind_cluster_role(admin, f"approvals-{name}", f"approvals-{name}", "User", "bob")
+        await wait_allowed(admin, "bob", [], "update", "certificatesigningrequests", group="certificates.k8s.io",
+                           subresource="approval")
     refused = setup.kubectl(setup.user("bob"), "certificate", "approve", name)
     assert refused.returncode != 0
     assert (f'certificatesigningrequests.certificates.k8s.io "{name}" is forbidden: user not permitted to approve '

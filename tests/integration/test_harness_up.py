@@ -216,7 +216,8 @@ def test_three_masters_give_an_ha_control_plane_that_survives_an_apiserver(
     assert kubeconfig["clusters"][0]["cluster"]["extensions"][0]["extension"]["servers"] == servers
     on_node = yaml.safe_load(cluster.ssh("worker-1", "cat /etc/harness/kubelet.conf").stdout)
     assert on_node["clusters"][0]["cluster"]["extensions"][0]["extension"]["servers"] == servers
-    assert on_node["users"][0]["user"]["client-certificate"] == "/etc/harness/pki/kubelet-client.crt"
+    # written by the kubelet's TLS bootstrap, with the certificate it was issued
+    assert on_node["users"][0]["user"]["client-certificate"] == "/var/lib/harness/pki/kubelet-client-current.pem"
 
     def kubernetes_endpoints() -> list[str]:
         got = cluster.kubectl("get", "endpoints", "kubernetes", "-o", "json")

@@ -12,6 +12,7 @@ import yaml
 
 from harness.cli.machines import parse_settings
 from harness.client import kubeconfig
+from harness.cluster import pki
 from harness.cluster.bringup import BringUp, node_states
 from harness.cluster.inventory import inventory
 from harness.cluster.local import NodeSpec
@@ -111,18 +112,20 @@ def test_event_ttl_takes_seconds_or_go_durations() -> None:
             duration(bad)
 
 
-def test_each_machine_gets_its_components_kubeconfigs_with_its_own_certificates(tmp_path: Path) -> None:
+def test_each_machine_gets_its_components_kubeconfigs_and_workers_a_bootstrap_token(tmp_path: Path) -> None:
     spec = load_spec(DEFAULT_SPEC_PATH)
     cluster = BringUp("demo", spec, tmp_path / "inventory" / "demo")
+    cluster.pki_dir.mkdir(parents=True)
+    (cluster.pki_dir / pki.BOOTSTRAP_TOKEN).write_text("abcdef.0123456789abcdef\n")  # as `pki.ensure` makes it
     cluster.write_component_kubeconfigs()
     made = sorted(str(p.relative_to(cluster.kubeconfigs_dir)) for p in cluster.kubeconfigs_dir.rglob("*.conf"))
     assert made == sorted([*(f"master-1/{c}.conf" for c in ("admin", "scheduler", "controller-manager", "dns",
                                                              "pod-routes")),
-                           *(f"worker-{i}/{c}.conf" for i in (1, 2) for c in ("kubelet", "kube-proxy"))])
-    kubelet = kubeconfig.load(cluster.kubeconfigs_dir / "worker-2" / "kubelet.conf")
-    assert (kubelet.servers, kubelet.user) == (["https://192.168.56.10:6443"], "kubelet")
-    assert (kubelet.ca_file, kubelet.cert_file, kubelet.key_file) == (
-        "/etc/harness/pki/ca.crt", "/etc/harness/pki/kubelet-client.crt", "/etc/harness/pki/kubelet-client.key")
-    assert stat.S_IMODE((cluster.kubeconfigs_dir / "worker-2" / "kubelet.conf").stat().st_mode) == 0o600
+                           *(f"worker-{i}/{c}.conf" for i in (1, 2) for c in ("bootstrap-kubelet", "kube-proxy"))])
+    kubelet = kubeconfig.load(cluster.kubeconfigs_dir / "worker-2" / "bootstrap-kubelet.conf")
+    assert (kubelet.servers, kubelet.user) == (["https://192.168.56.10:6443"], "tls-bootstrap-token-user")
+    assert (kubelet.ca_file, kubelet.cert_file, kubelet.token) == (
+        "/etc/harness/pki/ca.crt", "", pki.bootstrap_token(cluster.pki_dir))
+    assert stat.S_IMODE((cluster.kubeconfigs_dir / "worker-2" / "bootstrap-kubelet.conf").stat().st_mode) == 0o600
     admin = cluster.admin()
     assert (admin.user, Path(admin.cert_file)) == ("kubernetes-admin", (cluster.pki_dir / "admin.crt").resolve())

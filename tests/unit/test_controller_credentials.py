@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from harness.api import errors
 from harness.client import kubeconfig
 from harness.controllers.credentials import ControllerCredentials
@@ -57,3 +59,15 @@ async def test_a_controller_gets_a_token_client_and_no_certificate() -> None:
 
 def test_every_controller_names_its_account() -> None:
     assert set(SERVICE_ACCOUNTS) == set(CONTROLLERS)
+
+
+def test_controllers_are_chosen_as_upstream_s_flag_chooses_them() -> None:
+    from harness.controllers.manager import DISABLED_BY_DEFAULT, select
+
+    everything = select("*")
+    assert "tokencleaner" not in everything and "csrsigning" in everything
+    assert select("*,tokencleaner") == [*everything, "tokencleaner"]
+    assert "csrcleaner" not in select("*,-csrcleaner")
+    assert {"tokencleaner"} == DISABLED_BY_DEFAULT
+    with pytest.raises(ValueError, match="unknown controller 'nope'"):
+        select("nope")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
 import stat
 from pathlib import Path
 
@@ -56,7 +57,6 @@ def test_apiserver_certificate_names_every_way_clients_reach_it() -> None:
     ("machines/master-1/etcd/server", "CN=master-1", "CN=etcd-ca", ("server", "client")),
     ("machines/master-1/etcd/peer", "CN=master-1", "CN=etcd-ca", ("server", "client")),
     ("machines/master-1/log-aggregator", "CN=harness-log-aggregator", "CN=kubernetes", ("server",)),
-    ("machines/worker-1/kubelet-client", "CN=system:node:worker-1,O=system:nodes", "CN=kubernetes", ("client",)),
     ("machines/worker-1/kubelet", "CN=system:node:worker-1,O=system:nodes", "CN=kubernetes", ("server",)),
 ])
 def test_each_certificate_says_what_upstream_s_does(made: Path, name: str, subject: str, issuer: str,
@@ -133,9 +133,9 @@ def test_a_broken_ca_is_refused_not_replaced(tmp_path: Path) -> None:
 def test_each_machine_gets_only_what_it_needs() -> None:
     the_plan = pki.plan(NODES, service_cidr="10.96.0.0/12")
     worker = {dest: mode for _, dest, mode in pki.files_for(the_plan, NODES[1])}
-    assert worker == {"ca.crt": 0o644, "kubelet.crt": 0o644, "kubelet.key": 0o600, "kubelet-client.crt": 0o644,
-                      "kubelet-client.key": 0o600, "kube-proxy.crt": 0o644, "kube-proxy.key": 0o600,
-                      "forward-shared-key": 0o600}
+    # no client certificate for the kubelet: it asks for one with the bootstrap token (TLS bootstrap)
+    assert worker == {"ca.crt": 0o644, "kubelet.crt": 0o644, "kubelet.key": 0o600, "kube-proxy.crt": 0o644,
+                      "kube-proxy.key": 0o600, "forward-shared-key": 0o600}
     master = {src: dest for src, dest, _ in pki.files_for(the_plan, NODES[0])}
     assert master["machines/master-1/etcd/server.crt"] == "etcd/server.crt"
     assert {"ca.key", "etcd/ca.key", "sa.key", "sa.pub", "apiserver.key", "admin.crt"} <= set(master.values())
@@ -177,7 +177,17 @@ def test_keys_are_rsa_2048_by_default(tmp_path: Path) -> None:
 def test_every_kubeconfig_s_certificate_is_placed_on_its_machine(node: NodeSpec) -> None:
     placed = {dest for _, dest, _ in pki.files_for(pki.plan(HA, service_cidr="10.96.0.0/12"), node)}
     for kc in pki.kubeconfigs_for(node):
-        assert {f"{kc['cert']}.crt", f"{kc['cert']}.key", "ca.crt"} <= placed, kc
+        wanted = {f"{kc['cert']}.crt", f"{kc['cert']}.key"} if "cert" in kc else set()
+        assert wanted | {"ca.crt"} <= placed, kc
+
+
+def test_workers_join_with_the_cluster_s_bootstrap_token(made: Path) -> None:
+    assert [kc for kc in pki.kubeconfigs_for(NODES[1]) if "token" in kc] == [
+        {"name": "bootstrap-kubelet", "token": pki.BOOTSTRAP_TOKEN}]
+    token = pki.bootstrap_token(made)
+    assert re.fullmatch(r"[a-z0-9]{6}\.[a-z0-9]{16}", token)
+    assert stat.S_IMODE((made / pki.BOOTSTRAP_TOKEN).stat().st_mode) == 0o600
+    assert not [kc for kc in pki.kubeconfigs_for(NODES[0]) if "token" in kc]
 
 
 def test_the_log_aggregator_certificate_names_its_master_as_agents_dial_it(made: Path) -> None:
