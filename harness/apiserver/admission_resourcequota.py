@@ -3,9 +3,10 @@ one that is admitted is charged to the quotas before it is stored.
 
 The one idea, as upstream's plugin: charging is a compare-and-swap on each quota's status.used (the quota's
 resourceVersion is the precondition), so two creates can never both take the last unit of a quota. Within this
-apiserver the writes to one namespace's quotas are serialized, and the quotas it wrote last are remembered
-until its watch cache catches up (upstream's look-aside cache); a conflict with another writer (the resource
-quota controller, another apiserver) re-reads the quotas and checks again, three times at most.
+apiserver the requests to one namespace are checked in batches by one worker, each changed quota written once a
+batch, and the quotas it wrote last are remembered until its watch cache catches up (upstream's look-aside
+cache); a conflict with another writer (the resource quota controller, another apiserver) re-reads the quotas and
+checks again, three times at most.
 
 What an object uses, and which quotas select it, comes from `harness.api.quota`. The resource quota controller
 keeps status.hard and status.used in step with the objects; a quota it has not seen yet (no status.hard) limits
@@ -15,10 +16,9 @@ nothing.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import logging
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -190,8 +190,23 @@ def check_request(quotas: list[dict[str, Any]], attrs: Attributes, evaluator: Ev
     return out
 
 
+@dataclass
+class _Waiter:
+    """One request waiting for its namespace's quota check."""
+
+    attrs: Attributes
+    evaluator: Evaluator
+    done: asyncio.Future[None]
+    error: errors.ApiError | None = None
+
+
 class ResourceQuota(Phases):
-    """Refuses what would exceed a quota of its namespace and charges what it admits (validating phase)."""
+    """Refuses what would exceed a quota of its namespace and charges what it admits (validating phase).
+
+    Requests for one namespace are checked in batches, as upstream's plugin does: whatever arrived while the last
+    batch was being written is checked in order against the same quotas, each admitted request's charge counting
+    for the next, and each changed quota is written once for the whole batch.
+    """
 
     name = "ResourceQuota"
 
@@ -199,7 +214,8 @@ class ResourceQuota(Phases):
         self.objects = objects
         self.config = parse_configuration(configuration)
         self.now = meta.now
-        self._locks: dict[str, tuple[asyncio.Lock, list[int]]] = {}
+        self._pending: dict[str, list[_Waiter]] = {}
+        self._workers: dict[str, asyncio.Task[None]] = {}
         #: (namespace, name) -> the quota as this apiserver last wrote it.
         self._written: dict[tuple[str, str], dict[str, Any]] = {}
 
@@ -211,22 +227,56 @@ class ResourceQuota(Phases):
         evaluator = quota.evaluator_for(group, attrs.resource) if group is not None else None
         if evaluator is None or not evaluator.handles(attrs.operation) or self.objects is None:
             return
+        waiter = _Waiter(attrs, evaluator, asyncio.get_running_loop().create_future())
+        self._pending.setdefault(attrs.namespace, []).append(waiter)
+        if attrs.namespace not in self._workers:
+            self._workers[attrs.namespace] = asyncio.create_task(self._drain(self.objects, attrs.namespace))
         try:
-            async with asyncio.timeout(EVALUATION_TIMEOUT), self._serialized(attrs.namespace):
-                await self._evaluate(self.objects, attrs, evaluator)
+            async with asyncio.timeout(EVALUATION_TIMEOUT):
+                await asyncio.shield(waiter.done)
         except TimeoutError:
             raise errors.InternalError("resource quota evaluation timed out") from None
+        if waiter.error is not None:
+            raise waiter.error
 
-    async def _evaluate(self, objects: Objects, attrs: Attributes, evaluator: Evaluator) -> None:
-        quotas = await self._quotas(objects, attrs.namespace)
+    async def _drain(self, objects: Objects, namespace: str) -> None:
+        """Check the namespace's waiting requests, a batch at a time, until none is left."""
+        try:
+            while self._pending.get(namespace):
+                batch = self._pending.pop(namespace)
+                try:
+                    await self._evaluate(objects, namespace, batch)
+                except errors.ApiError as exc:
+                    for w in batch:
+                        w.error = w.error or exc
+                except Exception as exc:  # every waiter must hear, whatever went wrong
+                    log.exception("resource quota evaluation failed")
+                    for w in batch:
+                        w.error = w.error or errors.InternalError(f"resource quota evaluation failed: {exc}")
+                for w in batch:
+                    if not w.done.done():
+                        w.done.set_result(None)
+        finally:
+            self._workers.pop(namespace, None)
+
+    async def _evaluate(self, objects: Objects, namespace: str, batch: list[_Waiter]) -> None:
+        quotas = await self._quotas(objects, namespace)
         if not quotas and not self.config.limited:
             return
         last: errors.ApiError | None = None
         for _ in range(1 + RETRIES):
-            charged = check_request(quotas, attrs, evaluator, self.config, self.now())
-            if attrs.dry_run:
-                return
-            changed = [q for q, before in zip(charged, quotas, strict=True)
+            state, now = quotas, self.now()
+            for w in batch:
+                if w.error is not None:
+                    continue
+                try:
+                    charged = check_request(state, w.attrs, w.evaluator, self.config, now)
+                except errors.ApiError as exc:
+                    w.error = exc
+                    continue
+                if not w.attrs.dry_run:
+                    state = charged
+            changed = [q for q, before in zip(state, quotas, strict=True)
                        if not quota.equals(quota.used_of(q), quota.used_of(before))]
             failed: dict[str, int] = {}
             for q in changed:
@@ -237,11 +287,13 @@ class ResourceQuota(Phases):
                     last = exc
             if not failed:
                 return
-            # The quotas charged already stay charged; check again against the ones that changed meanwhile.
-            fresh = await self._after(objects, attrs.namespace, failed)
+            # The quotas charged already stay charged; check the batch again against the ones that changed
+            # meanwhile.
+            fresh = await self._after(objects, namespace, failed)
             quotas = [q for q in fresh if meta.name_of(q) in failed]
         assert last is not None
-        raise last
+        for w in batch:
+            w.error = w.error or last
 
     async def _quotas(self, objects: Objects, namespace: str) -> list[dict[str, Any]]:
         """The namespace's quotas (copies), each the newer of the cache's and the one this apiserver wrote."""
@@ -272,16 +324,3 @@ class ResourceQuota(Phases):
         self._written[(meta.namespace_of(written), meta.name_of(written))] = written
         while len(self._written) > REMEMBERED:
             del self._written[next(iter(self._written))]
-
-    @contextlib.asynccontextmanager
-    async def _serialized(self, namespace: str) -> AsyncIterator[None]:
-        """One evaluation at a time per namespace (upstream batches each namespace on one worker)."""
-        lock, users = self._locks.setdefault(namespace, (asyncio.Lock(), [0]))
-        users[0] += 1
-        try:
-            async with lock:
-                yield
-        finally:
-            users[0] -= 1
-            if not users[0]:
-                self._locks.pop(namespace, None)

@@ -255,8 +255,10 @@ async def test_concurrent_creates_never_overshoot_even_with_a_lagging_cache() ->
     admitted = [r for r in results if r is None]
     assert len(admitted) == 3, results
     assert all(isinstance(r, errors.Forbidden) for r in results if r is not None)
-    assert objects.used("pods") == {"pods": "3"} and len(objects.writes) == 3
-    # One apiserver serializes a namespace's charges and remembers what it wrote: it never conflicts with itself.
+    # the ten arrived together: one batch, checked in order, one write of the quota (as upstream batches)
+    assert objects.used("pods") == {"pods": "3"} and len(objects.writes) == 1
+    # One apiserver checks a namespace's requests on one worker and remembers what it wrote: it never conflicts
+    # with itself.
     assert objects.conflicts == 0
     # Another apiserver, whose cache has seen only the first charge, conflicts, re-reads and is refused.
     other = ResourceQuota(objects)
@@ -308,3 +310,20 @@ async def test_the_plugin_is_on_by_default_and_built_from_the_context() -> None:
     assert isinstance(plugin, ResourceQuota) and len(plugin.config.limited) == 2
     with pytest.raises(errors.Forbidden):
         await plugin.validate(create(pod()))
+
+
+async def test_a_batch_is_checked_in_order_with_dry_runs_uncharged_and_written_once() -> None:
+    objects = MemoryObjects(rq("pods", {"pods": "2"}, {"pods": "0"}))
+    plugin = ResourceQuota(objects)
+    results = await asyncio.gather(plugin.validate(create(pod("dry"), dry_run=True)),
+                                   *(plugin.validate(create(pod(n))) for n in ("a", "b", "c")),
+                                   return_exceptions=True)
+    assert results[:3] == [None, None, None], results
+    assert isinstance(results[3], errors.Forbidden)
+    assert results[3].message == \
+        'pods "c" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=2, limited: pods=2'
+    assert objects.used("pods") == {"pods": "2"} and len(objects.writes) == 1
+    # the worker is gone once its namespace has nothing waiting; the next request starts another
+    assert plugin._workers == {} and plugin._pending == {}
+    assert await refused(plugin, create(pod("d"))) == \
+        'pods "d" is forbidden: exceeded quota: pods, requested: pods=1, used: pods=2, limited: pods=2'
