@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from harness.api.protobuf import convert, kinds
-from harness.api.protobuf.convert import MAGIC, Envelope, check_envelope, unwrap, wrap
+from harness.api.protobuf.envelope import MAGIC, Envelope, check_envelope, unwrap, wrap
 from harness.api.protobuf.schema import Message, load_schema
 from harness.api.protobuf.wire import ProtobufError
 

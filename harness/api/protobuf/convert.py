@@ -6,8 +6,8 @@
 or a list (Verbs, ExtraValue). `encode_message` is the reverse and writes only what the JSON holds. Byte fields
 are base64 strings in JSON, as Go writes `[]byte`.
 
-The envelope every Kubernetes protobuf body is wrapped in (`k8s\\x00` and a `runtime.Unknown`) is read and
-written here too, since a RawExtension may hold an object in it.
+The envelope every Kubernetes protobuf body is wrapped in is `envelope`'s; `decode_object` reads an object in
+its envelope here, since a RawExtension may hold one.
 """
 
 from __future__ import annotations
@@ -15,12 +15,12 @@ from __future__ import annotations
 import base64
 import binascii
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
 from harness.api.protobuf import kinds, wire
+from harness.api.protobuf.envelope import MAGIC, check_envelope, unwrap
 from harness.api.protobuf.gotime import format_duration, format_micro_time, format_time, parse_duration, parse_rfc3339
 from harness.api.protobuf.schema import (
     BOOL,
@@ -54,9 +54,18 @@ from harness.api.protobuf.schema import (
     Field,
     Message,
 )
-from harness.api.protobuf.wire import LENGTH, MAX_DEPTH, VARINT, ProtobufError, read_length, read_varint
-
-MAGIC = b"k8s\x00"
+from harness.api.protobuf.wire import (
+    LENGTH,
+    MAX_DEPTH,
+    SMALL_LENGTHS,
+    VARINT,
+    ProtobufError,
+    length,
+    read_length,
+    read_varint,
+    utf8,
+    with_length,
+)
 
 _MASK32 = (1 << 32) - 1
 _SIGN64 = 1 << 63
@@ -103,7 +112,7 @@ def _read_value(kind: int, sub: Message | None, buf: bytes, pos: int, end: int, 
     if wt == LENGTH:
         start, stop = read_length(buf, pos, end, what)
         if kind == STRING:
-            return _utf8(buf, start, stop, what), stop
+            return utf8(buf, start, stop, what), stop
         if kind == BYTES:
             return base64.b64encode(buf[start:stop]).decode("ascii"), stop
         assert sub is not None
@@ -113,13 +122,6 @@ def _read_value(kind: int, sub: Message | None, buf: bytes, pos: int, end: int, 
         raise ProtobufError(f"the protobuf body is truncated: {what} runs past the end of its message")
     value = struct.unpack_from(_FIXED_FORMATS[kind], buf, pos)[0]
     return value, pos + size
-
-
-def _utf8(buf: bytes, start: int, stop: int, what: str) -> str:
-    try:
-        return buf[start:stop].decode("utf-8")
-    except UnicodeDecodeError:
-        raise ProtobufError(f"the protobuf body is malformed: {what} is not valid UTF-8") from None
 
 
 def _wrong_wire_type(msg: Message, f: Field, wt: int) -> ProtobufError:
@@ -348,7 +350,7 @@ def _encode_scalar(kind: int, value: Any) -> bytes:
         if not isinstance(value, str):
             raise _type_error("a string", value)
         data = value.encode("utf-8")
-        return _length(len(data)) + data
+        return length(len(data)) + data
     if kind == BOOL:
         if not isinstance(value, bool):
             raise _type_error("a boolean", value)
@@ -360,7 +362,7 @@ def _encode_scalar(kind: int, value: Any) -> bytes:
             data = base64.b64decode(value, validate=True)
         except (binascii.Error, ValueError):
             raise _Unencodable(f"{value!r:.60} is not base64") from None
-        return _length(len(data)) + data
+        return length(len(data)) + data
     if kind in (FLOAT, DOUBLE):
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise _type_error("a number", value)
@@ -377,31 +379,19 @@ def _encode_scalar(kind: int, value: Any) -> bytes:
     return wire.encode_varint(value)
 
 
-_SMALL_LENGTHS = [bytes((i,)) for i in range(0x80)]
-
-
-def _length(n: int) -> bytes:
-    return _SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)
-
-
-def _with_length(payload: bytes) -> bytes:
-    n = len(payload)
-    return (_SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)) + payload
-
-
 def _encode_value(f: Field, value: Any, strict: bool) -> bytes:
     """One value of a field, after its tag."""
     kind = f.kind
     if kind == STRING and type(value) is str:
         data = value.encode("utf-8")
         n = len(data)
-        return (_SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)) + data
+        return (SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)) + data
     if f.struct:
         if type(value) is not dict:
             raise _type_error("an object", value)
-        return _with_length(_encode_struct(f.message, value, strict))  # type: ignore[arg-type]
+        return with_length(_encode_struct(f.message, value, strict))  # type: ignore[arg-type]
     if kind == MESSAGE:
-        return _with_length(_encode_message(f.message, value, strict))  # type: ignore[arg-type]
+        return with_length(_encode_message(f.message, value, strict))  # type: ignore[arg-type]
     return _encode_scalar(kind, value)
 
 
@@ -430,7 +420,7 @@ def _encode_field(f: Field, value: Any, strict: bool) -> bytes:
                 if f.struct and type(item) is dict:
                     payload = _encode_struct(f.message, item, strict)  # type: ignore[arg-type]
                     n = len(payload)
-                    parts.append(tag + (_SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)) + payload)
+                    parts.append(tag + (SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)) + payload)
                 elif item is None and f.kind == MESSAGE:
                     parts.append(tag + b"\x00")  # Go reads null as the zero value
                 else:
@@ -451,7 +441,7 @@ def _encode_field(f: Field, value: Any, strict: bool) -> bytes:
         except _Unencodable as exc:
             exc.path.append(f"[{k!r}]")
             raise
-        parts.append(f.tag + _with_length(entry))
+        parts.append(f.tag + with_length(entry))
     return b"".join(parts)
 
 
@@ -471,7 +461,7 @@ def _encode_struct(msg: Message, obj: dict[str, Any], strict: bool) -> bytes:
     ordered = True
     last = 0
     for inline in msg.inline_fields:
-        chunks.append(inline.tag + _with_length(_encode_struct(inline.message, obj, False)))  # type: ignore[arg-type]
+        chunks.append(inline.tag + with_length(_encode_struct(inline.message, obj, False)))  # type: ignore[arg-type]
         numbers.append(inline.number)
         ordered = ordered and inline.number > last
         last = inline.number
@@ -491,13 +481,13 @@ def _encode_struct(msg: Message, obj: dict[str, Any], strict: bool) -> bytes:
                     if kind == STRING and type(value) is str:
                         data = value.encode("utf-8")
                         n = len(data)
-                        chunk = f.tag + (_SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)) + data
+                        chunk = f.tag + (SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)) + data
                     elif f.struct and type(value) is dict:
                         data = _encode_struct(f.message, value, strict)  # type: ignore[arg-type]
                         n = len(data)
-                        chunk = f.tag + (_SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)) + data
+                        chunk = f.tag + (SMALL_LENGTHS[n] if n < 0x80 else wire.encode_varint(n)) + data
                     elif kind in _PLAIN_VARINTS and type(value) is int and 0 <= value < 0x80:
-                        chunk = f.tag + _SMALL_LENGTHS[value]
+                        chunk = f.tag + SMALL_LENGTHS[value]
                     elif kind == BOOL and type(value) is bool:
                         chunk = f.tag + (b"\x01" if value else b"\x00")
                     else:
@@ -559,7 +549,7 @@ def _encode_message(msg: Message, value: Any, strict: bool) -> bytes:
     # RAW_EXTENSION, FIELDS_V1
     if value is None:
         return b""
-    return b"\x0a" + _with_length(orjson.dumps(value))
+    return b"\x0a" + with_length(orjson.dumps(value))
 
 
 def encode_message(msg: Message, value: Any, path: str = "", strict: bool = False) -> bytes:
@@ -570,75 +560,6 @@ def encode_message(msg: Message, value: Any, path: str = "", strict: bool = Fals
     except _Unencodable as exc:
         where = (path + "".join(reversed(exc.path))).lstrip(".") or msg.name
         raise ProtobufError(f"cannot encode {where} as protobuf: {exc.reason}") from None
-
-
-# -- the envelope -----------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Envelope:
-    """The `runtime.Unknown` around every Kubernetes protobuf body."""
-
-    api_version: str
-    kind: str
-    raw: bytes
-    content_encoding: str = ""
-    content_type: str = ""
-
-
-def unwrap(body: bytes) -> Envelope:
-    """The envelope of a protobuf body: `k8s\\x00`, then runtime.Unknown {1 typeMeta {1 apiVersion, 2 kind},
-    2 raw, 3 contentEncoding, 4 contentType}."""
-    if not body.startswith(MAGIC):
-        raise ProtobufError("the protobuf body does not start with the Kubernetes protobuf prefix "
-                            "(the 4 bytes 'k8s\\x00')")
-    fields: dict[int, bytes] = {}
-    pos, end = len(MAGIC), len(body)
-    while pos < end:
-        key, pos = read_varint(body, pos, end)
-        number, wt = key >> 3, key & 7
-        if number in (1, 2, 3, 4):
-            if wt != LENGTH:
-                raise ProtobufError(f"the protobuf body is malformed: field {number} of the runtime.Unknown "
-                                    f"envelope has wire type {wire.WIRE_TYPE_NAMES.get(wt, wt)}")
-            start, pos = read_length(body, pos, end, f"field {number} of the runtime.Unknown envelope")
-            fields[number] = body[start:pos]
-        else:
-            wire.check_field_number(key)
-            pos = wire.skip_field(body, pos, end, key)
-    api_version = kind = ""
-    type_meta = fields.get(1, b"")
-    pos, end = 0, len(type_meta)
-    while pos < end:
-        key, pos = read_varint(type_meta, pos, end)
-        number, wt = key >> 3, key & 7
-        if number in (1, 2) and wt == LENGTH:
-            start, pos = read_length(type_meta, pos, end, "the typeMeta of the runtime.Unknown envelope")
-            text = _utf8(type_meta, start, pos, "the typeMeta of the runtime.Unknown envelope")
-            if number == 1:
-                api_version = text
-            else:
-                kind = text
-        else:
-            wire.check_field_number(key)
-            pos = wire.skip_field(type_meta, pos, end, key)
-    return Envelope(api_version, kind, fields.get(2, b""),
-                    _utf8(fields.get(3, b""), 0, len(fields.get(3, b"")), "contentEncoding"),
-                    _utf8(fields.get(4, b""), 0, len(fields.get(4, b"")), "contentType"))
-
-
-def wrap(api_version: str, kind: str, raw: bytes) -> bytes:
-    av, k = api_version.encode(), kind.encode()
-    type_meta = b"\x0a" + _with_length(av) + b"\x12" + _with_length(k)
-    return MAGIC + b"\x0a" + _with_length(type_meta) + b"\x12" + _with_length(raw) + b"\x1a\x00\x22\x00"
-
-
-def check_envelope(env: Envelope) -> None:
-    if env.content_encoding:
-        raise ProtobufError(f"the protobuf body has contentEncoding {env.content_encoding!r}; only unencoded "
-                            "bodies are read")
-    if env.content_type not in ("", "application/vnd.kubernetes.protobuf"):
-        raise ProtobufError(f"the protobuf body's envelope holds contentType {env.content_type!r}, not protobuf")
 
 
 def decode_object(body: bytes, *, depth: int = 0, api_version: str = "", kind: str = "") -> dict[str, Any]:

@@ -103,7 +103,9 @@ def encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL = [bytes((i,)) for i in range(0x80)]
+#: The one-byte varints 0..127, precomputed: most lengths and many values on the hot path are small.
+SMALL_LENGTHS = [bytes((i,)) for i in range(0x80)]
+_SMALL = SMALL_LENGTHS
 
 
 def tag(number: int, wire_type: int) -> bytes:
@@ -113,3 +115,21 @@ def tag(number: int, wire_type: int) -> bytes:
 def length_delimited(number_tag: bytes, payload: bytes) -> bytes:
     n = len(payload)
     return number_tag + (_SMALL[n] if n < 0x80 else encode_varint(n)) + payload
+
+
+def with_length(payload: bytes) -> bytes:
+    """A length-delimited payload without its tag: the length as a varint, then the bytes."""
+    n = len(payload)
+    return (_SMALL[n] if n < 0x80 else encode_varint(n)) + payload
+
+
+def length(n: int) -> bytes:
+    return _SMALL[n] if n < 0x80 else encode_varint(n)
+
+
+def utf8(buf: bytes, start: int, stop: int, what: str) -> str:
+    """buf[start:stop] as text; a ProtobufError naming `what` when it is not UTF-8."""
+    try:
+        return buf[start:stop].decode("utf-8")
+    except UnicodeDecodeError:
+        raise ProtobufError(f"the protobuf body is malformed: {what} is not valid UTF-8") from None
