@@ -210,17 +210,6 @@ async def openapi_v3_doc(request: web.Request) -> web.Response:
 # -- background ----------------------------------------------------------------------------
 
 
-async def _service_account_lookup(server: ApiServer, namespace: str, name: str) -> dict[str, Any] | None:
-    kind = registry.by_path("", "v1", "serviceaccounts")
-    cached = server.caches[kind].objects.get(kind.key(namespace, name))
-    if cached is not None:
-        return cached
-    try:
-        return await server.stores[kind].get(namespace, name)
-    except errors.NotFound:
-        return None
-
-
 class ServerObjects:
     """`admission.Objects` over this apiserver's stores and watch caches; writes go as the apiserver itself."""
 
@@ -231,6 +220,7 @@ class ServerObjects:
         return next(k for k in registry.STORED_KINDS if k.plural == resource and k.group == group)
 
     async def get(self, resource: str, namespace: str, name: str, group: str = "") -> dict[str, Any] | None:
+        """From the watch cache, else from etcd: the cache may lag an object created a moment ago."""
         kind = self._kind(resource, group)
         cached = self.server.caches[kind].objects.get(kind.key(namespace or None, name))
         if cached is not None:
@@ -255,17 +245,6 @@ class ServerObjects:
 def _bootstrap_secret(server: ApiServer, name: str) -> dict[str, Any] | None:
     kind = registry.by_path("", "v1", "secrets")
     return server.caches[kind].objects.get(kind.key("kube-system", name))
-
-
-async def _namespace_lookup(server: ApiServer, name: str) -> dict[str, Any] | None:
-    kind = registry.by_path("", "v1", "namespaces")
-    cached = server.caches[kind].objects.get(kind.key(None, name))
-    if cached is not None:
-        return cached
-    try:  # the cache may lag a namespace created a moment ago
-        return await server.stores[kind].get("", name)
-    except errors.NotFound:
-        return None
 
 
 async def ensure_system_namespaces(server: ApiServer) -> None:
@@ -329,9 +308,10 @@ def backend_context(make_backend: Callable[[], Awaitable[Backend]]) -> Callable[
     async def run(app: web.Application) -> AsyncIterator[None]:
         server = app[STATE]
         server.backend = await make_backend()
-        ctx = PluginContext(namespace_lookup=lambda name: _namespace_lookup(server, name),
-                            service_account_lookup=lambda ns, name: _service_account_lookup(server, ns, name),
-                            objects=ServerObjects(server),
+        objects = ServerObjects(server)
+        ctx = PluginContext(namespace_lookup=lambda name: objects.get("namespaces", "", name),
+                            service_account_lookup=lambda ns, name: objects.get("serviceaccounts", ns, name),
+                            objects=objects,
                             configuration=server.config.admission_configuration,
                             metrics=server.metrics,
                             default_not_ready_toleration_seconds=server.config.default_not_ready_toleration_seconds,
