@@ -78,8 +78,11 @@ def current_certificate(files: Files) -> cx509.Certificate | None:
 def needs_bootstrap(files: Files, now: dt.datetime) -> bool:
     if not files.kubeconfig.exists():
         return True
+    try:
+        cfg = kubeconfig.load(files.kubeconfig)
+    except kubeconfig.KubeConfigError:
+        return True  # an unreadable kubeconfig is bootstrapped again, as upstream's kubelet does
     cert = current_certificate(files)
-    cfg = kubeconfig.load(files.kubeconfig)
     return cfg.cert_file == str(files.current) and (cert is None or cert.not_valid_after_utc <= now)
 
 

@@ -181,3 +181,14 @@ async def test_the_token_cleaner_removes_expired_token_secrets(setup: SecureUser
             return False
 
         assert await wait_for(gone, within=15, what="the expired token's Secret deleted")
+
+
+def test_a_missing_or_unreadable_kubeconfig_needs_bootstrap_and_a_foreign_one_is_kept(tmp_path: Path) -> None:
+    files = certificate.Files(tmp_path / "kubelet.conf", tmp_path / "boot.conf", tmp_path / "pki")
+    now = dt.datetime.now(dt.UTC)
+    assert certificate.needs_bootstrap(files, now)
+    files.kubeconfig.write_text("{not: [yaml")
+    assert certificate.needs_bootstrap(files, now)
+    kubeconfig.write(files.kubeconfig, kubeconfig.KubeConfig(servers=["https://127.0.0.1:6443"],
+                                                             cert_file="/etc/harness/pki/other.crt"))
+    assert not certificate.needs_bootstrap(files, now), "a kubeconfig of another making is left alone"
