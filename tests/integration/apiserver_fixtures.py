@@ -7,6 +7,7 @@ drive real kubectl (a blocking subprocess) never stall the server.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import subprocess
 import sys
@@ -162,6 +163,21 @@ def start_signing_controller_manager(users: SecureUsers, controllers: str) -> su
                                 stdout=out, stderr=subprocess.STDOUT)
 
 
+@contextlib.contextmanager
+def signing_cluster(etcd_endpoint: str, work: Path, nodes: list[Any], apiserver_flags: list[str],
+                    controllers: str) -> Iterator[SecureUsers]:
+    """A secure apiserver (`apiserver_flags` added) and a controller-manager running `controllers` that signs with
+    its CA; both stopped on leaving."""
+    started = start_secure_apiserver(etcd_endpoint, work, nodes=nodes, extra=apiserver_flags)
+    users = SecureUsers(started.process, started.url, started.pki, work)
+    cm = start_signing_controller_manager(users, controllers)
+    try:
+        yield users
+    finally:
+        stop_process(cm)
+        stop_apiserver(started.process)
+
+
 async def bind_cluster_role(client: Any, name: str, role: str, kind: str, subject: str) -> None:
     """A ClusterRoleBinding `name` of `role` to one subject (kind User or Group); kept if it exists."""
     from harness.api import errors
@@ -277,5 +293,5 @@ async def wait_for(predicate: Any, *, within: float = 10.0, interval: float = 0.
 
 
 __all__ = ["KUBECTL", "Api", "ApiServerProcess", "SecureUsers", "api", "apiserver", "bind_cluster_role", "free_port",
-           "ns", "start_apiserver", "start_signing_controller_manager", "stop_apiserver", "stop_process",
-           "wait_allowed", "wait_for"]
+           "ns", "signing_cluster", "start_apiserver", "start_signing_controller_manager", "stop_apiserver",
+           "stop_process", "wait_allowed", "wait_for"]

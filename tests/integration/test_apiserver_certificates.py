@@ -25,10 +25,7 @@ from harness.util import csr, x509
 from tests.integration.apiserver_fixtures import (
     SecureUsers,
     bind_cluster_role,
-    start_secure_apiserver,
-    start_signing_controller_manager,
-    stop_apiserver,
-    stop_process,
+    signing_cluster,
     wait_allowed,
     wait_for,
 )
@@ -45,15 +42,9 @@ Setup = SecureUsers
 def setup(etcd: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     work = tmp_path_factory.mktemp("csr")
     nodes = [NodeSpec("master-1", "master", "127.0.0.1"), NodeSpec("w1", "worker", "127.0.0.2")]
-    started = start_secure_apiserver(etcd.endpoint, work, nodes=nodes,  # type: ignore[attr-defined]
-                                     extra=["--authorization-mode", "Node,RBAC"])
-    s = Setup(started.process, started.url, started.pki, work)
-    cm = start_signing_controller_manager(s, "csrapproving,csrsigning,csrcleaner")
-    try:
-        yield s
-    finally:
-        stop_process(cm)
-        stop_apiserver(started.process)
+    with signing_cluster(etcd.endpoint, work, nodes, ["--authorization-mode", "Node,RBAC"],  # type: ignore[attr-defined]
+                         "csrapproving,csrsigning,csrcleaner") as users:
+        yield users
 
 
 def request_body(name: str, pem: bytes, signer: str, usages: list[str], **spec: Any) -> dict[str, Any]:

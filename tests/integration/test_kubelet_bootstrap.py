@@ -24,10 +24,7 @@ from harness.kubelet import certificate
 from tests.integration.apiserver_fixtures import (
     SecureUsers,
     bind_cluster_role,
-    start_secure_apiserver,
-    start_signing_controller_manager,
-    stop_apiserver,
-    stop_process,
+    signing_cluster,
     wait_for,
 )
 
@@ -39,15 +36,10 @@ SECRETS = "/api/v1/namespaces/kube-system/secrets"
 def setup(etcd: object, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecureUsers]:
     work = tmp_path_factory.mktemp("bootstrap")
     nodes = [NodeSpec("master-1", "master", "127.0.0.1")]
-    started = start_secure_apiserver(etcd.endpoint, work, nodes=nodes,  # type: ignore[attr-defined]
-                                     extra=["--authorization-mode", "Node,RBAC", "--enable-bootstrap-token-auth"])
-    s = SecureUsers(started.process, started.url, started.pki, work)
-    cm = start_signing_controller_manager(s, "csrapproving,csrsigning,tokencleaner")
-    try:
-        yield s
-    finally:
-        stop_process(cm)
-        stop_apiserver(started.process)
+    flags = ["--authorization-mode", "Node,RBAC", "--enable-bootstrap-token-auth"]
+    with signing_cluster(etcd.endpoint, work, nodes, flags,  # type: ignore[attr-defined]
+                         "csrapproving,csrsigning,tokencleaner") as users:
+        yield users
 
 
 @pytest.fixture(scope="module")
