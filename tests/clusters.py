@@ -7,6 +7,7 @@ routes) so a test can show `harness down` left nothing behind.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -50,8 +51,26 @@ def supervisor_states(status: str) -> dict[str, tuple[str, int | None]]:
     return programs
 
 
+class ClusterFiles:
+    """Where a test cluster's files are (`cwd/inventory/<name>/`), and `harness` run from `cwd`."""
+
+    cwd: Path
+    name: str
+
+    @property
+    def home(self) -> Path:
+        return self.cwd / "inventory" / self.name
+
+    @property
+    def kubeconfig(self) -> Path:
+        return self.home / "kubeconfig"
+
+    def harness(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return run([sys.executable, "-m", "harness.cli", *args], cwd=self.cwd, timeout=timeout)
+
+
 @dataclass
-class LocalCluster:
+class LocalCluster(ClusterFiles):
     """A cluster `harness up` makes under `cwd` (its inventory is `cwd/inventory/<name>/`)."""
 
     cwd: Path
@@ -64,14 +83,6 @@ class LocalCluster:
     def spec(self) -> Path:
         return self.cwd / "cluster.yaml"
 
-    @property
-    def home(self) -> Path:
-        return self.cwd / "inventory" / self.name
-
-    @property
-    def kubeconfig(self) -> Path:
-        return self.home / "kubeconfig"
-
     def ip(self, node: str) -> str:
         role, _, index = node.rpartition("-")
         return f"192.168.{self.subnet}.{(10 if role == 'master' else 21) + int(index) - 1}"
@@ -83,9 +94,6 @@ class LocalCluster:
     @property
     def master_names(self) -> list[str]:
         return [f"master-{i + 1}" for i in range(self.masters)]
-
-    def harness(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return run([sys.executable, "-m", "harness.cli", *args], cwd=self.cwd, timeout=timeout)
 
     def up(self, *extra: str, timeout: float = 600) -> subprocess.CompletedProcess[str]:
         return self.harness("up", "--name", self.name, "--spec", str(self.spec), "--masters", str(self.masters),
@@ -112,6 +120,42 @@ class LocalCluster:
             return f"--- {node}:{component}.log: {exc}"
 
 
+@dataclass
+class VagrantCluster(ClusterFiles):
+    """The project's VM cluster (`harness up --provider vagrant`): one per project directory, named `vagrant`, on
+    the spec's `vagrant.network` (192.168.57.0/24), run from the project so that its Vagrantfile is the one used."""
+
+    masters: int
+    workers: int
+    cwd: Path = ROOT
+    name: str = "vagrant"
+    subnet: int = 57
+
+    def up(self, *extra: str, timeout: float = 3600) -> subprocess.CompletedProcess[str]:
+        """`harness up --provider vagrant`, its progress shown as it goes (it takes many minutes under emulation)."""
+        argv = [sys.executable, "-m", "harness.cli", "up", "--provider", "vagrant", "--masters", str(self.masters),
+                "--workers", str(self.workers), *extra]
+        proc = subprocess.Popen(argv, cwd=self.cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        assert proc.stdout is not None
+        lines: list[str] = []
+        deadline = time.monotonic() + timeout
+        for line in proc.stdout:
+            lines.append(line)
+            sys.stderr.write(line)
+            sys.stderr.flush()
+            if time.monotonic() > deadline:
+                proc.kill()
+                lines.append(f"(stopped after {timeout:.0f} s)\n")
+        code = proc.wait()
+        return subprocess.CompletedProcess(argv, code, "".join(lines), "")
+
+    def down(self) -> subprocess.CompletedProcess[str]:
+        return self.harness("down", "--name", self.name, timeout=900)
+
+    def ssh(self, node: str, command: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+        return self.harness("ssh", "--name", self.name, node, command, timeout=timeout)
+
+
 def free_subnet() -> int:
     """A random n with 192.168.<n>.0/24 not on any interface of this host."""
     out = run(["ip", "-o", "-4", "addr", "show"]).stdout
@@ -123,11 +167,13 @@ def free_subnet() -> int:
     return random.choice(free)
 
 
-def keep_logs(cluster: LocalCluster, reports: Path = ROOT / "reports") -> Path:
+def keep_logs(cluster: LocalCluster | VagrantCluster, reports: Path = ROOT / "reports") -> Path:
     """Copy what explains a failed run — every node's /var/log/harness and /var/log/pods, the Ansible log, the
     inventory — to reports/failed-<cluster>/ (kept when the cluster is removed); return that folder."""
     target = reports / f"failed-{cluster.name}"
     target.mkdir(parents=True, exist_ok=True)
+    if isinstance(cluster, VagrantCluster):
+        _copy_vm_logs(cluster, target)
     nodes = cluster.home / "machines" / "nodes"
     for node in sorted(nodes.iterdir()) if nodes.is_dir() else []:
         for sub in ("log", "pods"):
@@ -138,6 +184,22 @@ def keep_logs(cluster: LocalCluster, reports: Path = ROOT / "reports") -> Path:
         if (cluster.home / name).is_file():
             shutil.copy(cluster.home / name, target / name.replace("/", "-"))
     return target
+
+
+def _copy_vm_logs(cluster: VagrantCluster, target: Path) -> None:
+    """Each VM's /var/log/harness and /var/log/pods, by tar over SSH (a VM that does not answer is skipped)."""
+    try:
+        hosts = yaml.safe_load((cluster.home / "hosts.yml").read_text())["all"]["children"]
+    except (OSError, KeyError, TypeError):
+        return
+    for group in ("masters", "workers"):
+        for node in (hosts.get(group) or {}).get("hosts") or {}:
+            done = cluster.ssh(node, "tar -C /var/log -cf - harness pods 2>/dev/null | base64 -w0", timeout=120)
+            if done.returncode != 0 or not done.stdout:
+                continue
+            (target / node).mkdir(exist_ok=True)
+            subprocess.run(["tar", "-C", str(target / node), "-xf", "-"], input=base64.b64decode(done.stdout),
+                           capture_output=True, check=False, timeout=60)
 
 
 def new_cluster(tmp_path: Path, *, masters: int, workers: int, prefix: str = "t") -> LocalCluster:

@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "down": ("harness.cli.machines:down", "remove everything `harness up` made for a cluster"),
     "status": ("harness.cli.machines:status", "show a cluster's machines, supervisord programs and their health"),
     "ssh": ("harness.cli.machines:ssh", "log in to a node of a local cluster (or run a command there)"),
+    "box": ("harness.cli.box", "build the VM box (Debian bookworm with everything the roles install) for Vagrant"),
     "pki": ("harness.cli.pki", "show a cluster's certificates (subject, names, expiry) or rotate them"),
     "apiserver": ("harness.cli.apiserver", "run the API server against etcd"),
     "scheduler": ("harness.cli.scheduler", "run the scheduler"),

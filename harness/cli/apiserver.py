@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import re
 from pathlib import Path
 
 from harness.api import registry
@@ -17,7 +16,7 @@ from harness.apiserver.authn import AuthnConfigError
 from harness.apiserver.authz import AuthzConfigError, parse_modes
 from harness.apiserver.state import Config
 from harness.cli import logs
-from harness.cli.flags import boolean
+from harness.cli.flags import boolean, duration
 from harness.cli.lifecycle import serve_until_signalled
 from harness.storage import encryption
 from harness.storage.backend import Backend
@@ -107,17 +106,6 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity-lease-renew-interval-seconds", type=float, default=5.0, metavar="SECONDS",
                    help="seconds between renewals of the identity Lease (default 5)")
     p.add_argument("--log-level", default="info")
-
-
-def duration(text: str) -> int:
-    """Whole seconds from `3600`, `1h`, `30m`, `90s` or a sum of them like `1h30m` (Go's duration style)."""
-    if text.isdigit():
-        return int(text)
-    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
-    if not text or parts is None or not any(parts.groups()):
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give seconds, or e.g. 1h, 30m, 90s, 1h30m")
-    hours, minutes, seconds = (int(g or 0) for g in parts.groups())
-    return hours * 3600 + minutes * 60 + seconds
 
 
 def config_from(args: argparse.Namespace) -> Config:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 
 from harness.machinery.health import SecureServing
 
@@ -33,3 +34,14 @@ def secure_serving_from(args: argparse.Namespace, program: str) -> SecureServing
         return None
     paths = tuple(p.strip() for p in args.authorization_always_allow_paths.split(",") if p.strip())
     return SecureServing(args.tls_cert_file, args.tls_private_key_file, args.client_ca_file, paths)
+
+
+def duration(text: str) -> int:
+    """Whole seconds from `3600`, `1h`, `30m`, `90s` or a sum of them like `1h30m` (Go's duration style)."""
+    if text.isdigit():
+        return int(text)
+    parts = re.fullmatch(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?", text)
+    if not text or parts is None or not any(parts.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give seconds, or e.g. 1h, 30m, 90s, 1h30m")
+    hours, minutes, seconds = (int(g or 0) for g in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds

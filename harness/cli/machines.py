@@ -1,4 +1,5 @@
-"""`harness up`, `down`, `status` and `ssh`: a local cluster of Linux-namespace nodes, provisioned by Ansible.
+"""`harness up`, `down`, `status` and `ssh`: a cluster of Linux-namespace nodes (`--provider local`, the default) or
+of VMs (`--provider vagrant`: the project's Vagrantfile on libvirt), provisioned by Ansible.
 
 `up` makes the machines from the cluster spec (`cluster.yaml`), writes the Ansible inventory
 `inventory/<name>/hosts.yml`, runs `ansible/site.yml` through ansible-runner, waits for every worker to be a
@@ -25,16 +26,19 @@ from typing import Any
 import yaml
 
 from harness.client import kubeconfig
-from harness.cluster.bringup import BringUp, NodesNotReadyError, list_nodes
+from harness.cluster.accel import AccelError
+from harness.cluster.box import BoxError
+from harness.cluster.bringup import LOCAL, PROVIDERS, VAGRANT, BringUp, NodesNotReadyError, list_nodes
 from harness.cluster.local import LocalProvider, LocalProviderError
 from harness.cluster.pki import PKIError, expiring
 from harness.cluster.provision import ProvisionError
 from harness.cluster.spec import DEFAULT_SPEC_PATH, SpecError, load_spec
+from harness.cluster.vagrant import VagrantError, VagrantProvider
 from harness.util.x509 import X509Error
 
 INVENTORY = Path("inventory")
 DEFAULT_NAME = "local"
-SUPERVISORCTL = f"{Path(sys.executable).parent}/supervisorctl -c /etc/harness/supervisor/supervisord.conf"
+SUPERVISORD_CONF = "/etc/harness/supervisor/supervisord.conf"
 # What each program serves its health on (port, path), checked from this host at the node's IP; HTTPS ones are
 # checked against the cluster CA (their health paths answer anonymous requests, as upstream's).
 HTTPS_PROGRAMS = frozenset({"harness-apiserver", "harness-scheduler", "harness-controller-manager",
@@ -54,12 +58,32 @@ HEALTH = {
 
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--name", default=DEFAULT_NAME, help=f"the cluster's name (default {DEFAULT_NAME})")
+    p.add_argument("--name", default=None, help=f"the cluster's name (default {DEFAULT_NAME}; {VAGRANT} with "
+                                                f"--provider {VAGRANT})")
+
+
+def _name(args: argparse.Namespace) -> str:
+    """The cluster's name: given, else `vagrant` for the VM provider, else `local`."""
+    if args.name:
+        return str(args.name)
+    return VAGRANT if getattr(args, "provider", None) == VAGRANT else DEFAULT_NAME
+
+
+def provider_of(name: str) -> str:
+    """The provider that made cluster `name` (inventory/<name>/provider), local when it says nothing."""
+    try:
+        kind = (INVENTORY / name / "provider").read_text().strip()
+    except OSError:
+        return VAGRANT if name == VAGRANT else LOCAL
+    return kind if kind in PROVIDERS else LOCAL
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
     """`harness up` (the COMMANDS entry for this module)."""
     _common(p)
+    p.add_argument("--provider", choices=PROVIDERS, default=LOCAL,
+                   help="local: Linux-namespace nodes on this machine (default); vagrant: libvirt VMs from the "
+                        "Vagrantfile, with the box `harness box build` makes")
     p.add_argument("--spec", default=str(DEFAULT_SPEC_PATH), help="the cluster spec (default cluster.yaml)")
     p.add_argument("--masters", type=int, default=None, help="masters, 1 or 3 (default: the spec's)")
     p.add_argument("--workers", type=int, default=None, help="workers, 0..20 (default: the spec's)")
@@ -68,6 +92,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "control_plane_node_monitor_grace_period=20; remembered for later runs")
     p.add_argument("--machines-only", action="store_true",
                    help="make the machines and the inventory, but do not run the playbook")
+    p.add_argument("--inventory-only", action="store_true",
+                   help="write the PKI, kubeconfigs and inventory for the spec's machines, but make none "
+                        "(the Vagrantfile does this before Vagrant's Ansible provisioner runs)")
     p.add_argument("--timeout", type=float, default=180.0, metavar="SECONDS",
                    help="how long to wait for every worker to be Ready (default 180)")
 
@@ -82,33 +109,57 @@ def parse_settings(items: list[str]) -> dict[str, Any]:
     return settings
 
 
-def provider(name: str) -> LocalProvider:
+def provider(name: str) -> LocalProvider | VagrantProvider:
+    """The machines of cluster `name`, by the provider that made them."""
+    if provider_of(name) == VAGRANT:
+        return VagrantProvider(name, spec_path=DEFAULT_SPEC_PATH, hosts=INVENTORY / name / "hosts.yml")
     return LocalProvider(name, state_dir=INVENTORY / name / "machines")
+
+
+def supervisorctl(machines: LocalProvider | VagrantProvider) -> str:
+    """supervisorctl on the machines: from the VM's virtualenv, or the host's that namespace nodes share."""
+    bin_dir = f"{machines.venv}/bin" if isinstance(machines, VagrantProvider) else str(Path(sys.executable).parent)
+    return f"{bin_dir}/supervisorctl -c {SUPERVISORD_CONF}"
 
 
 def run(args: argparse.Namespace) -> int:
     started = time.monotonic()
+    args.name = _name(args)
     try:
-        spec = load_spec(args.spec).with_overrides(masters=args.masters, workers=args.workers)
+        spec = load_spec(args.spec)
+        spec = (spec.for_vms() if args.provider == VAGRANT else spec).with_overrides(masters=args.masters,
+                                                                                      workers=args.workers)
     except SpecError as exc:
         print(f"harness up: {exc}", file=sys.stderr)
         return 2
-    cluster = BringUp(args.name, spec, INVENTORY / args.name, settings=parse_settings(args.settings))
+    if args.provider == VAGRANT and args.name != VAGRANT:
+        print(f"harness up: the Vagrantfile makes one cluster per project directory, named {VAGRANT}: "
+              f"drop --name {args.name}", file=sys.stderr)
+        return 2
+    cluster = BringUp(args.name, spec, INVENTORY / args.name, settings=parse_settings(args.settings),
+                      kind=args.provider, spec_path=Path(args.spec))
 
     def progress(message: str) -> None:
         print(f"[{time.monotonic() - started:5.1f}s] {message}", flush=True)
 
+    again = f"harness up --provider {VAGRANT}" if args.provider == VAGRANT else f"harness up --name {args.name}"
+
     def failed(what: object) -> int:
         print(f"\nharness up: {what}\n\nThe machines stay up for a look (`harness ssh --name {args.name} NODE`, "
-              f"`harness status --name {args.name}`).\nRe-run `harness up --name {args.name}` after a fix (it reuses "
-              f"them), or remove everything with `harness down --name {args.name}`.", file=sys.stderr)
+              f"`harness status --name {args.name}`).\nRe-run `{again}` after a fix (it reuses "
+              f"them), or remove everything with `harness down --name {args.name}`"
+              f"{' (make vagrant-down)' if args.provider == VAGRANT else ''}.", file=sys.stderr)
         return 1
 
-    progress(f"cluster {args.name}: {spec.masters} master(s), {spec.workers} worker(s) on {spec.network}")
+    kind = "VM" if args.provider == VAGRANT else "namespace node"
+    progress(f"cluster {args.name}: {spec.masters} master(s), {spec.workers} worker(s) as {kind}s on {spec.network}")
     try:
-        cluster.make_machines(progress)
+        cluster.make_machines(progress, create=not args.inventory_only)
         progress(f"inventory: {cluster.hosts}")
         cluster.make_pki(progress)
+        if args.inventory_only:
+            cluster.write_kubeconfig()
+            return 0
         if args.machines_only:
             print(f"\nCluster {args.name}: machines ready in {time.monotonic() - started:.1f}s (not provisioned)\n"
                   f"Inventory: {cluster.hosts}\nRemove:    harness down --name {args.name}")
@@ -118,7 +169,8 @@ def run(args: argparse.Namespace) -> int:
         progress(f"provisioned: {run_.tasks} tasks, {run_.changed()} changes, in {run_.seconds:.1f}s")
         cluster.wait_nodes_ready(progress, timeout=args.timeout)
         cluster.write_kubeconfig()
-    except (LocalProviderError, ProvisionError, NodesNotReadyError, PKIError, X509Error) as exc:
+    except (LocalProviderError, VagrantError, BoxError, AccelError, ProvisionError, NodesNotReadyError, PKIError,
+            X509Error) as exc:
         return failed(exc)
     summary(cluster, time.monotonic() - started)
     return 0
@@ -140,6 +192,9 @@ def summary(cluster: BringUp, seconds: float) -> None:
     venv = Path(sys.executable).parent
     path = f" PATH={venv}:$PATH" if (venv / "kubectl").exists() else ""
     web = f"http://{(cluster.workers or cluster.masters)[0].ip}:30080/hostname"
+    host_logs = "" if cluster.kind == VAGRANT else \
+        f"\n            (from this host: {(cluster.home / 'machines' / 'nodes').resolve()}/<node>/log/)"
+    remove = "make vagrant-down" if cluster.kind == VAGRANT else f"harness down --name {cluster.name}"
     print(f"""
 Use it with real kubectl:
   export KUBECONFIG={cluster.kubeconfig.resolve()}{path}
@@ -148,13 +203,12 @@ Use it with real kubectl:
 
 Machines:   harness status --name {cluster.name}  ·  harness ssh --name {cluster.name} worker-1
 Logs:       /var/log/harness/<component>.log on each node, e.g.
-            harness ssh --name {cluster.name} {cluster.masters[0].name} tail /var/log/harness/apiserver.log
-            (from this host: {(cluster.home / 'machines' / 'nodes').resolve()}/<node>/log/)
+            harness ssh --name {cluster.name} {cluster.masters[0].name} tail /var/log/harness/apiserver.log{host_logs}
 Ansible:    inventory {cluster.hosts.resolve()}
             last run's log {(cluster.home / 'ansible' / 'last-run.log').resolve()}
 Metrics:    Prometheus http://{cluster.masters[0].ip}:9090 scrapes every component (targets: harness status)
 Cluster logs: harness logs --name {cluster.name} [--component kubelet] [--namespace NS --pod P] [--since 10m] [--follow]
-Remove:     harness down --name {cluster.name}""")
+Remove:     {remove}""")
 
 
 def add_down_arguments(p: argparse.ArgumentParser) -> None:
@@ -162,13 +216,18 @@ def add_down_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_down(args: argparse.Namespace) -> int:
+    args.name = _name(args)
     try:
-        provider(args.name).destroy()
-    except LocalProviderError as exc:
+        machines = provider(args.name)
+        machines.destroy()
+        if isinstance(machines, VagrantProvider) and (left := machines.leftovers()):
+            print(f"harness down: still on this host after removing the VMs: {', '.join(left)}", file=sys.stderr)
+            return 1
+    except (LocalProviderError, VagrantError) as exc:
         print(f"harness down: {exc}", file=sys.stderr)
         return 1
     home = INVENTORY / args.name
-    for generated in ("hosts.yml", "kubeconfig", "settings.yml"):
+    for generated in ("hosts.yml", "kubeconfig", "settings.yml", "provider"):
         (home / generated).unlink(missing_ok=True)
     for directory in ("ansible", "pki", "kubeconfigs"):  # the PKI goes with its cluster, as `kubeadm reset` removes it
         shutil.rmtree(home / directory, ignore_errors=True)
@@ -182,14 +241,15 @@ def add_status_arguments(p: argparse.ArgumentParser) -> None:
     _common(p)
 
 
-def _programs(machines: LocalProvider, node: str) -> dict[str, str]:
+def _programs(machines: LocalProvider | VagrantProvider, node: str) -> dict[str, str]:
     """{program: supervisorctl status line} on the node (empty when supervisord does not answer)."""
     try:
-        argv = machines.ssh_command(node, [f"{SUPERVISORCTL} status"])
-    except LocalProviderError:
+        argv = machines.ssh_command(node, [f"{supervisorctl(machines)} status"])
+    except (LocalProviderError, VagrantError):
         return {}
     with contextlib.suppress(subprocess.TimeoutExpired):
-        out = subprocess.run(argv, capture_output=True, text=True, timeout=15, check=False).stdout
+        wait = 90 if isinstance(machines, VagrantProvider) else 15  # a VM under emulation answers slowly
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=wait, check=False).stdout
         return {line.split()[0]: " ".join(line.split()[1:]) for line in out.splitlines() if line.strip()}
     return {}
 
@@ -209,6 +269,7 @@ def _health(ip: str, program: str, ca_file: Path) -> str:
 
 
 def run_status(args: argparse.Namespace) -> int:
+    args.name = _name(args)
     machines = provider(args.name)
     status = machines.status()
     if not status:
@@ -288,9 +349,10 @@ def add_ssh_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run_ssh(args: argparse.Namespace) -> int:
+    args.name = _name(args)
     try:
         argv = provider(args.name).ssh_command(args.node, args.command or None)
-    except LocalProviderError as exc:
+    except (LocalProviderError, VagrantError) as exc:
         print(f"harness ssh: {exc}", file=sys.stderr)
         return 1
     os.execvp(argv[0], argv)

@@ -24,10 +24,16 @@ from harness.cluster import inventory, pki
 from harness.cluster.local import LocalProvider, NodeSpec
 from harness.cluster.provision import PlaybookRun, run_playbook
 from harness.cluster.spec import ClusterSpec
+from harness.cluster.vagrant import VagrantProvider
 
 APISERVER_PORT = 6443
 #: Where the `common` role puts a machine's certificates (the roles' harness_pki_dir).
 MACHINE_PKI_DIR = "/etc/harness/pki"
+#: The providers: Linux-namespace nodes on this machine, or VMs by the project's Vagrantfile.
+LOCAL, VAGRANT = "local", "vagrant"
+PROVIDERS = (LOCAL, VAGRANT)
+#: Where a VM has the project (Vagrant's synced folder) and the virtualenv (baked into the box).
+VM_VARS = {"harness_source_dir": "/vagrant", "harness_venv_dir": "/opt/harness/venv"}
 
 
 class NodesNotReadyError(Exception):
@@ -49,6 +55,8 @@ class BringUp:
     spec: ClusterSpec
     home: Path  # inventory/<name>
     settings: Mapping[str, Any] = field(default_factory=dict)  # extra playbook variables (`harness up --set`)
+    kind: str = LOCAL  # the provider: LOCAL or VAGRANT
+    spec_path: Path | None = None  # the spec file, which the Vagrantfile reads too
     phases: dict[str, float] = field(default_factory=dict)
     nodes: list[NodeSpec] = field(default_factory=list)
     playbook: PlaybookRun | None = None
@@ -76,9 +84,16 @@ class BringUp:
     def apiserver_urls(self) -> list[str]:
         return [f"https://{m.ip}:{APISERVER_PORT}" for m in self.masters]
 
-    def provider(self) -> LocalProvider:
+    def provider(self) -> LocalProvider | VagrantProvider:
+        if self.kind == VAGRANT:
+            return VagrantProvider(self.name, spec_path=self.spec_path or Path("cluster.yaml"))
         return LocalProvider(self.name, state_dir=self.home / "machines", network=str(self.spec.network),
                              gateway=str(self.spec.gateway))
+
+    def remember_provider(self) -> None:
+        """inventory/<name>/provider: which provider made the cluster, for `harness down` and `status`."""
+        self.home.mkdir(parents=True, exist_ok=True)
+        (self.home / "provider").write_text(self.kind + "\n")
 
     @property
     def pki_dir(self) -> Path:
@@ -103,10 +118,17 @@ class BringUp:
 
     # ---- the phases ----
 
-    def make_machines(self, progress: Callable[[str], None]) -> None:
+    def make_machines(self, progress: Callable[[str], None], *, create: bool = True) -> None:
+        """The machines (unless `create` is false: only the inventory for machines made elsewhere) and the
+        inventory that reaches them."""
         with self._phase("machines"):
             machines = self.provider()
-            machines.create(self.nodes, progress=progress)
+            self.remember_provider()
+            if create and isinstance(machines, VagrantProvider):
+                sizes = {role.rstrip("s"): size.memory for role, size in self.spec.sizes.items()}
+                machines.create(self.nodes, progress=progress, sizes=sizes, gateway=str(self.spec.gateway))
+            elif create:
+                machines.create(self.nodes, progress=progress)
             self.settings = self.remember_settings()
             the_plan = self.pki_plan()
             host_vars = {n.name: {"pki_files": [{"src": src, "dest": dest, "mode": f"{mode:04o}"}
@@ -116,9 +138,18 @@ class BringUp:
                                                        for kc in pki.kubeconfigs_for(n)]} for n in self.nodes}
             inventory.write_inventory(self.hosts, self.name, self.nodes, machines.key,
                                       cluster_vars={**self.spec.cluster_vars(),
+                                                    **(self.vm_vars(machines, progress)
+                                                       if isinstance(machines, VagrantProvider) else {}),
                                                     "pki_source": str(self.pki_dir.resolve()),
                                                     "kubeconfig_source": str(self.kubeconfigs_dir.resolve())},
-                                      settings=self.settings, host_vars=host_vars)
+                                      settings=self.settings, host_vars=host_vars,
+                                      ssh_user="vagrant" if self.kind == VAGRANT else "root")
+
+    @staticmethod
+    def vm_vars(machines: VagrantProvider, progress: Callable[[str], None]) -> dict[str, str]:
+        """Where a VM has the project and the virtualenv, and what runs it: `vm_accel` is the libvirt driver, kvm,
+        or qemu for TCG emulation (where everything takes several times as long)."""
+        return {**VM_VARS, "vm_accel": machines.accelerator(progress)}
 
     def pki_plan(self) -> pki.Plan:
         return pki.plan(self.nodes, service_cidr=str(self.spec.service_cidr))

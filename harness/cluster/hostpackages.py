@@ -19,7 +19,9 @@ from dataclasses import dataclass
 
 # Where a package is needed: on the machine that runs `make`/`harness up` and the tests ("host"); on every cluster
 # machine ("node"); on masters only ("master"). Namespace nodes share the host's packages, so the host needs all.
-HOST, NODE, MASTER = "host", "node", "master"
+# "vm": on the host only to run VMs (`make vagrant-deps`, not `make deps`: libvirt's daemons and qemu are large, and
+# a local cluster does not need them).
+HOST, NODE, MASTER, VM = "host", "node", "master", "vm"
 
 # Where Debian puts executables; a node's sshd and supervisord PATH may lack the sbin directories.
 SEARCH_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -53,6 +55,14 @@ PACKAGES: tuple[Package, ...] = (
     Package("vagrant", HOST, "the VM provider (`Vagrantfile`)", ("vagrant",)),
     Package("vagrant-libvirt", HOST, "Vagrant's libvirt provider, the default for VMs here",
             vagrant_providers=("libvirt",)),
+    Package("libvirt-daemon-system", VM, "libvirt's configuration, its qemu user and default network"),
+    Package("libvirt-daemon", VM, "libvirtd and virtlogd, which run the VMs", ("libvirtd", "virtlogd")),
+    Package("libvirt-clients", VM, "virsh: storage pool, networks, cleaning up domains", ("virsh",)),
+    Package("qemu-system-x86", VM, "the VMs' emulator (KVM where it works, else TCG)", ("qemu-system-x86_64",)),
+    Package("qemu-utils", VM, "the box's disk image as qcow2", ("qemu-img",)),
+    Package("dnsmasq-base", VM, "DHCP and DNS of libvirt's networks", ("dnsmasq",)),
+    Package("debootstrap", VM, "the box's Debian root file system (`harness box build`)", ("debootstrap",)),
+    Package("e2fsprogs", VM, "the box's disk: one ext4 file system made from a tree", ("mkfs.ext4",)),
 )
 
 # Providers Vagrant has without a plugin package.
@@ -60,8 +70,9 @@ VAGRANT_BUILTIN_PROVIDERS = frozenset({"virtualbox", "docker", "hyperv"})
 
 
 def packages(where: str = HOST) -> list[Package]:
-    """The packages needed at one place: the host needs them all, a master the node ones and its own."""
-    wanted = {HOST: {HOST, NODE, MASTER}, MASTER: {NODE, MASTER}, NODE: {NODE}}[where]
+    """The packages needed at one place: the host needs them all (but the VM ones), a master the node ones and its
+    own; VM: what running VMs adds on the host."""
+    wanted = {HOST: {HOST, NODE, MASTER}, MASTER: {NODE, MASTER}, NODE: {NODE}, VM: {VM}}[where]
     return [p for p in PACKAGES if p.where in wanted]
 
 
@@ -90,10 +101,10 @@ def missing(executables: tuple[str, ...] | list[str], *, path: str | None = None
 
 
 def main(argv: list[str]) -> int:
-    """`python3 -m harness.cluster.hostpackages [host|node|master]`: the package names, one per line."""
+    """`python3 -m harness.cluster.hostpackages [host|node|master|vm]`: the package names, one per line."""
     where = argv[0] if argv else HOST
-    if where not in (HOST, NODE, MASTER):
-        print(f"usage: python3 -m harness.cluster.hostpackages [{HOST}|{NODE}|{MASTER}]", file=sys.stderr)
+    if where not in (HOST, NODE, MASTER, VM):
+        print(f"usage: python3 -m harness.cluster.hostpackages [{HOST}|{NODE}|{MASTER}|{VM}]", file=sys.stderr)
         return 2
     print("\n".join(names(where)))
     return 0

@@ -60,6 +60,16 @@ class VMSize:
 
 
 @dataclass(frozen=True)
+class NodeNetwork:
+    """A node network: its subnet, the host side's address on it, and where masters' and workers' addresses start."""
+
+    cidr: ipaddress.IPv4Network
+    gateway: ipaddress.IPv4Address
+    first_master: ipaddress.IPv4Address
+    first_worker: ipaddress.IPv4Address
+
+
+@dataclass(frozen=True)
 class ClusterSpec:
     """The shape of a cluster. Build it with `load_spec` or `parse_spec`; the constructor does not validate."""
 
@@ -76,6 +86,25 @@ class ClusterSpec:
     sizes: Mapping[str, VMSize] = field(
         default_factory=lambda: {"masters": VMSize(2, 2048), "workers": VMSize(2, 2048)}
     )
+    #: The VMs' node network (`vagrant.network`), its own so that VMs and a local cluster can run side by side;
+    #: None: the VMs use `network`.
+    vagrant_network: NodeNetwork | None = None
+    #: The VMs' node counts (`vagrant.masters`, `vagrant.workers`); None: the top-level counts.
+    vagrant_masters: int | None = None
+    vagrant_workers: int | None = None
+
+    def for_vms(self) -> ClusterSpec:
+        """The spec the Vagrant provider builds: `vagrant.network` in place of `network`, when it has one."""
+        n = self.vagrant_network
+        spec = dataclasses.replace(
+            self, vagrant_network=None, vagrant_masters=None, vagrant_workers=None,
+            masters=self.masters if self.vagrant_masters is None else self.vagrant_masters,
+            workers=self.workers if self.vagrant_workers is None else self.vagrant_workers)
+        if n is not None:
+            spec = dataclasses.replace(spec, network=n.cidr, gateway=n.gateway, first_master=n.first_master,
+                                       first_worker=n.first_worker)
+        spec.validate()
+        return spec
 
     def with_overrides(self, masters: int | None = None, workers: int | None = None) -> ClusterSpec:
         """A copy with other node counts (None keeps the current one), validated like a loaded spec."""
@@ -189,10 +218,10 @@ def parse_spec(data: Any) -> ClusterSpec:
     """Build and validate a ClusterSpec from parsed YAML (the layout of `cluster.yaml`)."""
     top = _mapping("(top level)", data)
     _known("", top, {"masters", "workers", "network", "pod_cidr", "service_cidr", "cluster_dns", "vagrant"})
-    network = _mapping("network", _required("", top, "network"))
-    _known("network.", network, {"cidr", "gateway", "first_master", "first_worker"})
+    network = _node_network("network", _required("", top, "network"))
     vagrant = _mapping("vagrant", top.get("vagrant", {}))
-    _known("vagrant.", vagrant, {"box", "sizes"})
+    _known("vagrant.", vagrant, {"box", "sizes", "network", "masters", "workers"})
+    vagrant_network = _node_network("vagrant.network", vagrant["network"]) if "network" in vagrant else None
     sizes_raw = _mapping("vagrant.sizes", vagrant.get("sizes", {}))
     _known("vagrant.sizes.", sizes_raw, set(ROLES))
     sizes: dict[str, VMSize] = {}
@@ -209,18 +238,36 @@ def parse_spec(data: Any) -> ClusterSpec:
     spec = ClusterSpec(
         masters=_required("", top, "masters"),
         workers=_required("", top, "workers"),
-        network=_net("network.cidr", _required("network.", network, "cidr")),
-        gateway=_ip("network.gateway", _required("network.", network, "gateway")),
-        first_master=_ip("network.first_master", _required("network.", network, "first_master")),
-        first_worker=_ip("network.first_worker", _required("network.", network, "first_worker")),
+        network=network.cidr,
+        gateway=network.gateway,
+        first_master=network.first_master,
+        first_worker=network.first_worker,
         pod_cidr=_net("pod_cidr", _required("", top, "pod_cidr")),
         service_cidr=_net("service_cidr", _required("", top, "service_cidr")),
         cluster_dns=_ip("cluster_dns", _required("", top, "cluster_dns")),
         box=box,
         sizes=sizes,
+        vagrant_network=vagrant_network,
+        vagrant_masters=vagrant.get("masters"),
+        vagrant_workers=vagrant.get("workers"),
     )
     spec.validate()
+    try:
+        spec.for_vms()
+    except SpecError as exc:  # the same checks, named by the section they are about
+        raise SpecError(f"vagrant.{exc.field}", exc.message) from exc
     return spec
+
+
+def _node_network(name: str, value: object) -> NodeNetwork:
+    raw = _mapping(name, value)
+    _known(f"{name}.", raw, {"cidr", "gateway", "first_master", "first_worker"})
+    return NodeNetwork(
+        cidr=_net(f"{name}.cidr", _required(f"{name}.", raw, "cidr")),
+        gateway=_ip(f"{name}.gateway", _required(f"{name}.", raw, "gateway")),
+        first_master=_ip(f"{name}.first_master", _required(f"{name}.", raw, "first_master")),
+        first_worker=_ip(f"{name}.first_worker", _required(f"{name}.", raw, "first_worker")),
+    )
 
 
 def _is_host(net: ipaddress.IPv4Network, ip: ipaddress.IPv4Address) -> bool:

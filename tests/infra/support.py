@@ -40,6 +40,10 @@ COMPONENT_LOG = {"harness-kubelet": "kubelet", "harness-kube-proxy": "kube-proxy
                  "harness-controller-manager": "controller-manager", "harness-dns": "dns",
                  "harness-pod-routes": "pod-routes"}
 BUSYBOX = "busybox"
+#: How much longer everything takes on VMs under qemu's TCG emulation (the inventory's `vm_accel: qemu`) than on
+#: namespace nodes or KVM: the suites' waits are this many times as long there (measured: a rollout of 3 pods
+#: ~4x, a task of the playbook ~8x).
+TCG_TIME_SCALE = 6.0
 
 
 def kubectl_binary() -> str:
@@ -130,6 +134,16 @@ class InfraCluster:
         return str(self.cluster_vars.get("harness_venv_dir") or ROOT / ".venv")
 
     @property
+    def vms(self) -> bool:
+        """Machines of their own (Vagrant VMs), rather than namespace nodes sharing this host's kernel."""
+        return "vm_accel" in self.cluster_vars
+
+    @property
+    def time_scale(self) -> float:
+        """The factor of every wait: TCG_TIME_SCALE on emulated VMs, else 1."""
+        return TCG_TIME_SCALE if self.cluster_vars.get("vm_accel") == "qemu" else 1.0
+
+    @property
     def supervisorctl(self) -> str:
         return f"{self.venv}/bin/supervisorctl -c /etc/harness/supervisor/supervisord.conf"
 
@@ -151,7 +165,8 @@ class InfraCluster:
     def kubectl(self, *args: str, stdin: str | None = None, timeout: float = 60,
                 server: str | None = None) -> subprocess.CompletedProcess[str]:
         argv = [kubectl_binary(), "--kubeconfig", str(self.kubeconfig), "--server", server or self.servers[0], *args]
-        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout, check=False)
+        return subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout * self.time_scale,
+                              check=False)
 
     def get(self, *args: str) -> dict[str, Any]:
         """`kubectl get ... -o json`, parsed; fails the test if kubectl fails."""
@@ -194,10 +209,11 @@ class InfraCluster:
 
     # ---- waiting ----
 
-    @staticmethod
-    def wait(condition: Callable[[], Any], timeout: float, what: Callable[[], str] | str,
+    def wait(self, condition: Callable[[], Any], timeout: float, what: Callable[[], str] | str,
              interval: float = 0.5) -> Any:
-        """Wait until `condition()` is truthy and return it; fail with `what` (called then) on timeout."""
+        """Wait until `condition()` is truthy and return it; fail with `what` (called then) on timeout (which is
+        `timeout` seconds times the cluster's time_scale)."""
+        timeout *= self.time_scale
         deadline = time.monotonic() + timeout
         while True:
             result = condition()
@@ -211,6 +227,7 @@ class InfraCluster:
         return [p for p in self.pods(namespace, selector) if pod_ready(p)]
 
     def wait_rollout(self, namespace: str, deployment: str, timeout: float = 120) -> None:
+        timeout *= self.time_scale
         done = self.kubectl("rollout", "status", "-n", namespace, f"deploy/{deployment}", f"--timeout={timeout:.0f}s",
                             timeout=timeout + 10)
         if done.returncode != 0:

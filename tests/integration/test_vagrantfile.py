@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -69,12 +70,13 @@ def test_vagrant_validate_passes(vagrant_env: dict[str, str], tmp_path: Path) ->
 
 
 def test_vagrant_sees_the_spec_machines(vagrant_env: dict[str, str]) -> None:
-    assert machines(vagrant_env) == [n.name for n in load_spec().nodes()]
+    """The VMs are the spec's `vagrant` section's: its counts and its own node network."""
+    assert machines(vagrant_env) == [n.name for n in load_spec().for_vms().nodes()]
 
 
 def test_count_overrides_match_the_spec_overrides(vagrant_env: dict[str, str]) -> None:
-    expected = [n.name for n in load_spec().with_overrides(masters=3, workers=1).nodes()]
-    assert machines(vagrant_env, HARNESS_MASTERS="3", HARNESS_WORKERS="1") == expected
+    expected = [n.name for n in load_spec().for_vms().with_overrides(masters=3, workers=2).nodes()]
+    assert machines(vagrant_env, HARNESS_MASTERS="3", HARNESS_WORKERS="2") == expected
 
 
 def test_invalid_counts_are_refused(vagrant_env: dict[str, str]) -> None:
@@ -84,24 +86,33 @@ def test_invalid_counts_are_refused(vagrant_env: dict[str, str]) -> None:
 
 
 def test_up_writes_the_static_inventory_from_the_spec(vagrant_env: dict[str, str], tmp_path: Path) -> None:
-    """The Vagrantfile writes inventory/vagrant/hosts.yml on `up`; `up --help` loads it without creating machines."""
+    """On `up`, the Vagrantfile has harness write inventory/vagrant/hosts.yml, the PKI and the admin kubeconfig (what
+    Vagrant's Ansible provisioner then uses); `up --help` loads it without creating machines."""
     for name in ("Vagrantfile", "cluster.yaml"):
         shutil.copy(REPO / name, tmp_path / name)
-    done = vagrant({**vagrant_env, "VAGRANT_CWD": str(tmp_path)}, "up", "--help")
+    done = vagrant({**vagrant_env, "VAGRANT_CWD": str(tmp_path)}, "up", "--help",
+                   HARNESS_BIN=str(Path(sys.executable).parent / "harness"))
     assert done.returncode == 0, done.stderr + done.stdout
-    inventory = yaml.safe_load((tmp_path / "inventory" / "vagrant" / "hosts.yml").read_text())
+    home = tmp_path / "inventory" / "vagrant"
+    inventory = yaml.safe_load((home / "hosts.yml").read_text())
     groups = inventory["all"]["children"]
-    nodes = load_spec().nodes()
+    spec = load_spec().for_vms()
+    nodes = spec.nodes()
     for group in ("masters", "workers"):
         hosts = groups[group]["hosts"]
         assert {name: h["ansible_host"] for name, h in hosts.items()} == {
             n.name: n.ip for n in nodes if n.group == group
         }
+        for host in hosts.values():
+            assert (host["ansible_user"], host["ansible_become"]) == ("vagrant", True)
+            assert host["ansible_ssh_private_key_file"].startswith(vagrant_env["VAGRANT_HOME"])
+            assert host["pki_files"] and host["kubeconfig_files"]
     assert list(groups["etcd"]["hosts"]) == [n.name for n in nodes if n.role == "master"]
-    assert inventory["all"]["vars"]["ansible_user"] == "vagrant"
-    cluster_vars = {k: v for k, v in inventory["all"]["vars"].items() if k in load_spec().cluster_vars()}
-    assert cluster_vars == load_spec().cluster_vars()  # what `harness up` puts in a local inventory
+    cluster_vars = {k: v for k, v in inventory["all"]["vars"].items() if k in spec.cluster_vars()}
+    assert cluster_vars == spec.cluster_vars()  # what `harness up` puts in a local inventory
+    assert cluster_vars["node_network"] == "192.168.57.0/24"
     assert (inventory["all"]["vars"]["harness_source_dir"], inventory["all"]["vars"]["harness_venv_dir"]) == (
         "/vagrant", "/opt/harness/venv")
-    assert inventory["all"]["vars"]["ansible_ssh_private_key_file"].startswith(vagrant_env["VAGRANT_HOME"])
+    assert (home / "pki" / "ca.crt").is_file() and (home / "kubeconfig").is_file()
+    assert (home / "provider").read_text().strip() == "vagrant"
     assert not (tmp_path / ".vagrant").exists(), "machine state goes to VAGRANT_DOTFILE_PATH"

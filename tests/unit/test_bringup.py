@@ -101,10 +101,18 @@ def test_inventory_carries_the_spec_networks_and_settings_for_every_role() -> No
     assert yaml.safe_load(yaml.safe_dump(inv)) == inv
 
 
+def test_vms_are_reached_as_vagrant_with_sudo_and_local_nodes_as_root() -> None:
+    nodes = [NodeSpec("master-1", "master", "192.168.57.10")]
+    vm = inventory("vagrant", nodes, Path("/k"), ssh_user="vagrant")["all"]["children"]["masters"]["hosts"]["master-1"]
+    assert (vm["ansible_user"], vm["ansible_become"]) == ("vagrant", True)
+    local = inventory("demo", nodes, Path("/k"))["all"]["children"]["masters"]["hosts"]["master-1"]
+    assert local["ansible_user"] == "root" and "ansible_become" not in local
+
+
 def test_event_ttl_takes_seconds_or_go_durations() -> None:
     import argparse
 
-    from harness.cli.apiserver import duration
+    from harness.cli.flags import duration
 
     assert [duration(t) for t in ("3600", "1h", "30m", "90s", "1h30m", "2m5s")] == [3600, 3600, 1800, 90, 5400, 125]
     for bad in ("", "1d", "h", "5 m", "-1"):

@@ -108,6 +108,11 @@ _DELETE = object()
         ("vagrant.sizes.masters.memory", 256, "vagrant.sizes.masters.memory", "at least 512"),
         ("vagrant.sizes.masters.memory", _DELETE, "vagrant.sizes.masters.memory", "is required"),
         ("vagrant.sizes.masters", [], "vagrant.sizes.masters", "must be a mapping"),
+        ("vagrant.network.cidr", "192.168.57.0/33", "vagrant.network.cidr", "not an IPv4 network"),
+        ("vagrant.network.first_worker", "192.168.56.21", "vagrant.network.first_worker", "would get 192.168.56.21"),
+        ("vagrant.network.extra", 1, "vagrant.network.extra", "unknown field"),
+        ("vagrant.workers", 21, "vagrant.workers", "between 0 and 20"),
+        ("vagrant.masters", 2, "vagrant.masters", "must be 1 or 3"),
     ],
 )
 def test_invalid_specs_name_the_field(dotted: str, value: Any, field: str, fragment: str) -> None:
@@ -128,6 +133,23 @@ def test_three_masters_must_not_run_into_the_workers() -> None:
         parse_spec(data)
     assert err.value.field == "network.first_worker"
     assert "worker-1 would get 192.168.56.12, already used by master-3" in str(err.value)
+
+
+def test_vms_have_their_own_network_and_counts() -> None:
+    """`vagrant.network` and `vagrant.masters/workers` shape the VMs; the local provider's cluster is unchanged."""
+    spec = load_spec()
+    vms = spec.for_vms()
+    assert (vms.masters, vms.workers) == (1, 1)
+    assert vms.network == ipaddress.IPv4Network("192.168.57.0/24")
+    assert vms.gateway == ipaddress.IPv4Address("192.168.57.1")
+    assert [(n.name, n.ip) for n in vms.nodes()] == [("master-1", "192.168.57.10"), ("worker-1", "192.168.57.21")]
+    assert (vms.pod_cidr, vms.service_cidr, vms.sizes) == (spec.pod_cidr, spec.service_cidr, spec.sizes)
+    assert vms.with_overrides(masters=3, workers=2).nodes()[-1] == Node("worker-2", "worker", "192.168.57.22")
+    data = default_data()
+    for key in ("network", "masters", "workers"):
+        del data["vagrant"][key]
+    plain = parse_spec(data).for_vms()
+    assert (plain.network, plain.masters, plain.workers) == (spec.network, spec.masters, spec.workers)
 
 
 def test_vagrant_section_is_optional_only_in_part() -> None:

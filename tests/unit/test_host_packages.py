@@ -29,7 +29,10 @@ REPO = Path(__file__).resolve().parents[2]
 
 # Executables of Debian's Essential packages (coreutils, util-linux, bash, dpkg, ...), which every system has.
 ESSENTIAL = {"cat", "cp", "rm", "mv", "ls", "mkdir", "sh", "bash", "kill", "sleep", "true", "false", "test",
-             "timeout", "nohup", "hostname", "env", "dpkg-query", "dpkg", "tail", "head", "grep", "sed", "find"}
+             "timeout", "nohup", "hostname", "env", "dpkg-query", "dpkg", "tail", "head", "grep", "sed", "find",
+             "chroot", "tar"}
+# The service manager's own tool, called only where it runs (/run/systemd/system exists): starting libvirtd there.
+SERVICE_MANAGER = {"systemctl"}
 # What a user has before `make` can run at all (the README's first step is `make up` in a clone).
 PREREQUISITES = {"make", "git", "python3"}
 # Words a shell command (`host.run("...")`) may start with that are no executable.
@@ -132,7 +135,8 @@ def provided(word: str) -> bool:
     name = Path(word).name
     if word.startswith("/opt/fluent/"):
         return True  # the fluentd role's own package (fluent-package), installed on VMs with the internet
-    return hostpackages.owner(name) is not None or name in ESSENTIAL | PREREQUISITES | SHELL_WORDS or name in VENV
+    return (hostpackages.owner(name) is not None or name in ESSENTIAL | PREREQUISITES | SHELL_WORDS | SERVICE_MANAGER
+            or name in VENV)
 
 
 def test_every_program_called_comes_from_a_package_make_installs() -> None:
