@@ -91,7 +91,8 @@ def test_up_writes_the_static_inventory_from_the_spec(vagrant_env: dict[str, str
     for name in ("Vagrantfile", "cluster.yaml"):
         shutil.copy(REPO / name, tmp_path / name)
     done = vagrant({**vagrant_env, "VAGRANT_CWD": str(tmp_path)}, "up", "--help",
-                   HARNESS_BIN=str(Path(sys.executable).parent / "harness"))
+                   HARNESS_BIN=str(Path(sys.executable).parent / "harness"),
+                   HARNESS_LIBVIRT_DRIVER="qemu")  # no KVM probe: this test makes no VM
     assert done.returncode == 0, done.stderr + done.stdout
     home = tmp_path / "inventory" / "vagrant"
     inventory = yaml.safe_load((home / "hosts.yml").read_text())
@@ -115,4 +116,5 @@ def test_up_writes_the_static_inventory_from_the_spec(vagrant_env: dict[str, str
         "/vagrant", "/opt/harness/venv")
     assert (home / "pki" / "ca.crt").is_file() and (home / "kubeconfig").is_file()
     assert (home / "provider").read_text().strip() == "vagrant"
+    assert inventory["all"]["vars"]["vm_accel"] == "qemu"
     assert not (tmp_path / ".vagrant").exists(), "machine state goes to VAGRANT_DOTFILE_PATH"
