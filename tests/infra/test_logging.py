@@ -46,6 +46,16 @@ def aggregator_metric(cluster: InfraCluster, sample: str) -> float:
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(sample + " "))
 
 
+def aggregator_answers(cluster: InfraCluster) -> bool:
+    """Whether the aggregator's HTTPS port answers /healthz."""
+    url = f"https://{cluster.masters[0].ip}:{HTTP_PORT}/healthz"
+    try:
+        with urllib.request.urlopen(url, timeout=10, context=cluster_tls(cluster)) as resp:
+            return resp.status == 200
+    except OSError:
+        return False
+
+
 def agent_retries(ip: str) -> float:
     """harness_log_agent_retries_total of the agent at `ip`."""
     with urllib.request.urlopen(f"http://{ip}:24221/metrics", timeout=10) as resp:
@@ -118,6 +128,8 @@ spec:
                      "supervisord did not restart the killed log agent")
         started = cluster.host(aggregator.name).run(f"{cluster.supervisorctl} start harness-log-aggregator")
         assert started.rc == 0, started.stdout + started.stderr
+        # RUNNING is supervisord's word after 2 s; the aggregator serves a moment later (seconds under emulation)
+        cluster.wait(lambda: aggregator_answers(cluster), 30, "the restarted aggregator does not answer")
 
         def numbers(source: dict[str, str], prefix: str) -> Counter[int]:
             found = Counter[int]()

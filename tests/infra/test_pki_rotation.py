@@ -19,9 +19,9 @@ from tests.infra.support import InfraCluster
 HARNESS = str(Path(sys.executable).with_name("harness"))
 
 
-def _status(url: str, context: ssl.SSLContext) -> int:
+def _status(url: str, context: ssl.SSLContext, timeout: float = 5) -> int:
     try:
-        with urllib.request.urlopen(url, timeout=5, context=context) as resp:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as resp:
             return resp.status
     except urllib.error.HTTPError as err:
         return err.code
@@ -46,7 +46,7 @@ def test_rotation_serves_renewed_certificates_with_no_restart_and_no_refusal(clu
     def keep_asking() -> None:  # it connects anew for every request, right through the rotation
         while not stop.is_set():
             try:
-                code = _status(f"{cluster.servers[0]}/api/v1/namespaces/default", context)
+                code = _status(f"{cluster.servers[0]}/api/v1/namespaces/default", context, 5 * cluster.time_scale)
             except OSError as exc:
                 failures.append(str(exc))
                 continue
