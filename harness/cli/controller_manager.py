@@ -7,7 +7,7 @@ import logging
 import re
 
 from harness.cli import lifecycle, logs
-from harness.cli.flags import add_secure_serving, boolean, duration, secure_serving_from
+from harness.cli.flags import add_secure_serving, boolean, seconds, secure_serving_from
 from harness.controllers.base import Options
 from harness.controllers.manager import CONTROLLERS, select
 from harness.controllers.server import Config, serve
@@ -23,9 +23,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--secure-port", type=int, default=10257,
                    help="port for /healthz and /metrics (plain HTTP for now; default 10257)")
     p.add_argument("--leader-elect", type=boolean, nargs="?", const=True, default=True, metavar="BOOL")
-    p.add_argument("--leader-elect-lease-duration", type=duration, default=15.0, metavar="DURATION")
-    p.add_argument("--leader-elect-renew-deadline", type=duration, default=10.0, metavar="DURATION")
-    p.add_argument("--leader-elect-retry-period", type=duration, default=2.0, metavar="DURATION")
+    p.add_argument("--leader-elect-lease-duration", type=seconds, default=15.0, metavar="DURATION")
+    p.add_argument("--leader-elect-renew-deadline", type=seconds, default=10.0, metavar="DURATION")
+    p.add_argument("--leader-elect-retry-period", type=seconds, default=2.0, metavar="DURATION")
     p.add_argument("--cluster-cidr", default="10.244.0.0/16", help="pod network, split into node pod CIDRs")
     p.add_argument("--node-cidr-mask-size", type=int, default=24)
     p.add_argument("--node-monitor-period", type=float, default=5.0, metavar="SECONDS")

@@ -45,3 +45,18 @@ def duration(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give seconds, or e.g. 1h, 30m, 90s, 1h30m")
     hours, minutes, seconds = (int(g or 0) for g in parts.groups())
     return hours * 3600 + minutes * 60 + seconds
+
+
+def seconds(text: str) -> float:
+    """Seconds, fractions allowed, from `1.5`, `15s`, `200ms`, `1m30s` (Go's duration style, as upstream's
+    --leader-elect-* flags take them)."""
+    try:
+        return float(text)
+    except ValueError:
+        pass
+    parts = re.fullmatch(r"(?:(\d+(?:\.\d+)?)h)?(?:(\d+(?:\.\d+)?)m(?!s))?(?:(\d+(?:\.\d+)?)s)?"
+                         r"(?:(\d+(?:\.\d+)?)ms)?", text)
+    if not text or parts is None or not any(parts.groups()):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration: give seconds, or e.g. 15s, 1.5s, 200ms, 1m30s")
+    hours, minutes, secs, millis = (float(g or 0) for g in parts.groups())
+    return hours * 3600 + minutes * 60 + secs + millis / 1000

@@ -6,7 +6,7 @@ import argparse
 import logging
 
 from harness.cli import lifecycle, logs
-from harness.cli.flags import add_secure_serving, boolean, duration, secure_serving_from
+from harness.cli.flags import add_secure_serving, boolean, seconds, secure_serving_from
 from harness.scheduler.profile import DEFAULT_SCHEDULER_NAME
 from harness.scheduler.server import Config, serve
 
@@ -22,11 +22,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="port for /healthz, /livez, /readyz and /metrics (plain HTTP for now; default 10259)")
     p.add_argument("--leader-elect", type=boolean, nargs="?", const=True, default=True, metavar="BOOL",
                    help="elect a leader among replicas before scheduling (default true)")
-    p.add_argument("--leader-elect-lease-duration", type=duration, default=15.0, metavar="DURATION",
+    p.add_argument("--leader-elect-lease-duration", type=seconds, default=15.0, metavar="DURATION",
                    help="how long a lease lasts without renewal (default 15)")
-    p.add_argument("--leader-elect-renew-deadline", type=duration, default=10.0, metavar="DURATION",
+    p.add_argument("--leader-elect-renew-deadline", type=seconds, default=10.0, metavar="DURATION",
                    help="a leader that cannot renew within this stops leading (default 10)")
-    p.add_argument("--leader-elect-retry-period", type=duration, default=2.0, metavar="DURATION",
+    p.add_argument("--leader-elect-retry-period", type=seconds, default=2.0, metavar="DURATION",
                    help="how often to try to acquire or renew the lease (default 2)")
     p.add_argument("--leader-elect-resource-name", default="kube-scheduler", help="the Lease's name")
     p.add_argument("--leader-elect-resource-namespace", default="kube-system", help="the Lease's namespace")

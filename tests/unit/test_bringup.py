@@ -109,6 +109,18 @@ def test_vms_are_reached_as_vagrant_with_sudo_and_local_nodes_as_root() -> None:
     assert local["ansible_user"] == "root" and "ansible_become" not in local
 
 
+def test_leader_election_periods_take_fractional_seconds_or_go_durations() -> None:
+    import argparse
+
+    from harness.cli.flags import seconds
+
+    assert [seconds(t) for t in ("2", "1.5", "0.2", "15s", "1.5s", "200ms", "1m30s", "1h")] == [
+        2, 1.5, 0.2, 15, 1.5, 0.2, 90, 3600]
+    for bad in ("", "s", "15x", "ms1", "-"):
+        with pytest.raises(argparse.ArgumentTypeError, match="not a duration"):
+            seconds(bad)
+
+
 def test_event_ttl_takes_seconds_or_go_durations() -> None:
     import argparse
 
