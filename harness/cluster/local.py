@@ -135,6 +135,13 @@ def _links() -> dict[str, str]:
     return {link["ifname"]: link.get("linkinfo", {}).get("info_kind", "") for link in out}
 
 
+def harness_bridges(links: dict[str, str] | None = None) -> list[str]:
+    """The node-network bridges of local clusters (and of the integration tests): while any exists, the host keeps
+    its guard routes (GUARD_ROUTES), which VM clusters use too."""
+    return [name for name, kind in (_links() if links is None else links).items()
+            if kind == "bridge" and name.startswith(HARNESS_BRIDGE_PREFIXES)]
+
+
 def _netns_names() -> set[str]:
     out = _run("ip", "-j", "netns", "list", check=False).stdout.strip()
     return {entry["name"] for entry in json.loads(out)} if out else set()
@@ -424,7 +431,7 @@ class LocalProvider:
                     _run("ip", "link", "delete", name, check=False)
             _run("ip", "link", "delete", self.bridge, check=False)
             links.pop(self.bridge, None)
-        if not any(kind == "bridge" and name.startswith(HARNESS_BRIDGE_PREFIXES) for name, kind in links.items()):
+        if not harness_bridges(links):
             for cidr in GUARD_ROUTES:
                 _run("ip", "route", "delete", "unreachable", cidr, check=False)
         self._unmount_under(self.state_dir)

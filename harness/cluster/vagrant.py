@@ -27,7 +27,7 @@ from typing import Any
 import yaml
 
 from harness.cluster import accel, box
-from harness.cluster.local import GUARD_ROUTES, NodeSpec
+from harness.cluster.local import GUARD_ROUTES, NodeSpec, harness_bridges
 
 ROOT = Path(__file__).resolve().parents[2]
 VIRSH = ("virsh", "-c", "qemu:///system")
@@ -278,7 +278,7 @@ class VagrantProvider:
                 self._remove_network(network, progress)
             remove_libvirt_firewall(progress)
         for cidr in GUARD_ROUTES:
-            if not _local_bridges():  # local clusters keep them while any exists
+            if not harness_bridges():  # local clusters keep them while any exists
                 _run("ip", "route", "delete", "unreachable", cidr, check=False)
 
     def leftovers(self) -> list[str]:
@@ -295,7 +295,7 @@ class VagrantProvider:
         if not libvirt_answers() or not _run(*VIRSH, "net-list", "--name", check=False).stdout.split():
             left += [f"{tool} LIBVIRT_* chains in {table}" for tool in ("iptables", "ip6tables")
                      for table in _libvirt_rules(tool)]
-        if not _local_bridges():
+        if not harness_bridges():
             routes = _run("ip", "route", "show", "type", "unreachable", check=False).stdout
             left += [f"route unreachable {cidr}" for cidr in GUARD_ROUTES if cidr in routes]
         return left
@@ -419,12 +419,6 @@ def _network_users(network: str) -> list[str]:
         if f"network='{network}'" in xml:
             users.append(name)
     return users
-
-
-def _local_bridges() -> list[str]:
-    out = _run("ip", "-o", "link", "show", "type", "bridge", check=False).stdout
-    names = [line.split(":")[1].strip().split("@")[0] for line in out.splitlines() if ":" in line]
-    return [n for n in names if n.startswith(("hk-", "hkb-"))]
 
 
 __all__ = ["VagrantError", "VagrantProvider", "start_libvirt"]
